@@ -12,6 +12,7 @@
  * Schema (see README.md "The spec language"):
  *
  *   pxc: 1                               # format version
+ *   extends: PATH                        # optional: start from another spec
  *   name: STRING
  *   params: {NAME: EXPR, ...}            # in order; later ones may use earlier ones
  *   input: {height: EXPR, width: EXPR, channels: EXPR, classes: EXPR}
@@ -1025,6 +1026,90 @@ static Value run_body(Ctx *c, Scope *s, const YNode *body) {
 
 /* ---- top level ------------------------------------------------------------------ */
 
+#define MAX_EXTENDS 8
+
+/* `extends: base.yaml` — the base spec (path relative to this one) is loaded
+ * first; this spec's params, input, head and templates are merged into the
+ * base's key by key, and its other keys (name, stacks, network) replace the
+ * base's. Chains are followed up to MAX_EXTENDS deep; a cycle is an error. */
+static YNode *resolve_extends(Ctx *c, YNode *root, const char *file, int depth, const char **chain) {
+    const YNode *ext = ymap_get(root, "extends");
+    if (!ext) return root;
+    if (ext->kind != Y_SCALAR) {
+        ERR(ext->loc, "'extends' must be the path of another spec, found a %s", ynode_kind_name(ext->kind));
+        return NULL;
+    }
+    if (depth >= MAX_EXTENDS) {
+        ERR(ext->loc, "'extends' chains deeper than %d specs", MAX_EXTENDS);
+        return NULL;
+    }
+    const char *slash = strrchr(file, '/');
+    const char *path = ext->str[0] == '/' || !slash
+                           ? arena_strdup(c->a, ext->str)
+                           : arena_printf(c->a, "%.*s/%s", (int)(slash - file), file, ext->str);
+    for (int i = 0; i <= depth; i++)
+        if (!strcmp(chain[i], path)) {
+            ERR(ext->loc, "'extends' forms a cycle: '%s' extends itself", path);
+            return NULL;
+        }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ERR(ext->loc, "cannot open the base spec '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    StrBuf sb = {0};
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0 && sb.len < (16u << 20))
+        for (size_t i = 0; i < n; i++) sb_putc(&sb, buf[i]);
+    fclose(f);
+    const char *bfile = diag_add_source(c->dl, path, sb.s ? sb.s : "", sb.len);
+    YNode *base = yaml_load(bfile, sb.s ? sb.s : "", sb.len, c->a, c->dl);
+    sb_free(&sb);
+    if (!base) return NULL;
+    chain[depth + 1] = path;
+    base = resolve_extends(c, base, bfile, depth + 1, chain);
+    if (!base) return NULL;
+    /* merge root into base */
+    for (int i = 0; i < root->n; i++) {
+        const char *k = root->keys[i]->str;
+        if (!strcmp(k, "extends")) continue;
+        YNode *bv = ymap_get(base, k);
+        YNode *rv = root->items[i];
+        bool merge = !strcmp(k, "params") || !strcmp(k, "input") || !strcmp(k, "head") || !strcmp(k, "templates");
+        if (bv && merge && bv->kind == Y_MAP && rv->kind == Y_MAP) {
+            for (int j = 0; j < rv->n; j++) {
+                int slot = -1;
+                for (int q = 0; q < bv->n; q++)
+                    if (!strcmp(bv->keys[q]->str, rv->keys[j]->str)) slot = q;
+                if (slot >= 0) {
+                    bv->items[slot] = rv->items[j];
+                } else {
+                    YNode **keys = arena_alloc(c->a, sizeof(YNode *) * (size_t)(bv->n + 1));
+                    YNode **items = arena_alloc(c->a, sizeof(YNode *) * (size_t)(bv->n + 1));
+                    memcpy(keys, bv->keys, sizeof(YNode *) * (size_t)bv->n);
+                    memcpy(items, bv->items, sizeof(YNode *) * (size_t)bv->n);
+                    keys[bv->n] = rv->keys[j];
+                    items[bv->n] = rv->items[j];
+                    bv->keys = keys, bv->items = items, bv->n++, bv->cap = bv->n;
+                }
+            }
+        } else if (bv) {
+            for (int q = 0; q < base->n; q++)
+                if (!strcmp(base->keys[q]->str, k)) base->items[q] = rv, base->keys[q] = root->keys[i];
+        } else {
+            YNode **keys = arena_alloc(c->a, sizeof(YNode *) * (size_t)(base->n + 1));
+            YNode **items = arena_alloc(c->a, sizeof(YNode *) * (size_t)(base->n + 1));
+            memcpy(keys, base->keys, sizeof(YNode *) * (size_t)base->n);
+            memcpy(items, base->items, sizeof(YNode *) * (size_t)base->n);
+            keys[base->n] = root->keys[i];
+            items[base->n] = rv;
+            base->keys = keys, base->items = items, base->n++, base->cap = base->n;
+        }
+    }
+    return base;
+}
+
 static Override *find_override(Ctx *c, const char *key, const char *alt) {
     for (int i = 0; i < c->novr; i++)
         if (!strcmp(c->ovr[i].key, key) || (alt && !strcmp(c->ovr[i].key, alt))) return &c->ovr[i];
@@ -1205,7 +1290,8 @@ static void load_head(Ctx *c, const YNode *root) {
         if (!positive_int(c, v, ml, "head mixtures", 1, 1000, &c->nr_mix)) return;
         scope_set(c, &c->params, "head_channels", v_num(channels == 1 ? 3 * c->nr_mix : 10 * c->nr_mix, true), h->loc);
     } else {
-        if (m) ERR(m->loc, "a softmax256 head takes no 'mixtures'");
+        /* 'mixtures' is read by the logistic mixture only (a spec that
+         * extends one may keep it). */
         scope_set(c, &c->params, "head_channels", v_num(256.0 * channels, true), h->loc);
     }
 }
@@ -1326,9 +1412,14 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
         c->novr++;
     }
     YNode *root = yaml_load(file, text, len, &arena, dl);
+    const char *chain[MAX_EXTENDS + 2] = {file};
     if (root) {
-        static const char *const keys[] = {"pxc", "name", "params", "input", "head", "stacks", "templates", "network"};
-        check_keys(c, root, "the spec", keys, 8);
+        static const char *const keys[] = {"pxc", "extends", "name", "params", "input", "head", "stacks",
+                                           "templates", "network"};
+        check_keys(c, root, "the spec", keys, 9);
+        root = resolve_extends(c, root, file, 0, chain);
+    }
+    if (root) {
         const YNode *ver = ymap_get(root, "pxc");
         if (!ver)
             ERR(root->loc, "the spec must start with 'pxc: 1' (the spec format version)");
