@@ -206,7 +206,7 @@ static inline T SFX(sigmoid)(T v) {
 static T SFX(dmol_term)(T xc, T mu, T raw, T *dcen, T *draw) {
     const T half_bin = (T)(1.0 / 255.0), bin = (T)(2.0 / 255.0);
     const T log_min_d = (T)-11.512925464970229;   /* log 1e-5 */
-    const T log_127_5 = (T)4.8481163645379213;    /* log 127.5 */
+    const T log_127_5 = (T)4.848116364598481;     /* log 127.5 */
     int clamped = raw < (T)-7;
     T s = clamped ? (T)-7 : raw;
     T cen = xc - mu;
