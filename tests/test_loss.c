@@ -596,6 +596,68 @@ static void test_sample_softmax(void **state) {
     }
 }
 
+/* The likelihood sums to one over all 256^C values of a pixel, and the
+ * sampler draws from it: the marginal of every channel of samples (rounded
+ * to bins, in 16 groups of 16 bins) matches the marginal of exp(-nll). */
+static void check_sampler_against_likelihood(int C, int M, uint64_t seed) {
+    int K = rt_dmol_k(C, M);
+    RtRng r = {seed};
+    double l[30];
+    float lf[30];
+    random_l(&r, l, 1, C, M);
+    for (int c = 0; c < C; c++) {   /* widen: no component sharper than scale 0.02 */
+        int ls = C == 1 ? 2 * M : M + 3 * M * c + M;
+        for (int k = 0; k < M; k++) l[ls + k] = fmax(l[ls + k], log(0.02));
+    }
+    for (int j = 0; j < K; j++) lf[j] = (float)l[j], l[j] = lf[j];
+    /* C = 1: one batch of the 256 values; C = 3: for each R a batch of all (G, B) */
+    const int64_t np = C == 1 ? 256 : 256 * 256;
+    const int nbatch = C == 1 ? 1 : 256;
+    double *x = malloc(sizeof(double) * np * C), *L = malloc(sizeof(double) * np * K);
+    double *nll = malloc(sizeof(double) * np);
+    for (int64_t i = 0; i < np; i++) memcpy(L + i * K, l, sizeof(double) * K);
+    double marg[3][256] = {{0}}, total = 0;
+    for (int o = 0; o < nbatch; o++) {
+        for (int64_t i = 0; i < np; i++) {
+            int v[3] = {C == 1 ? (int)i : o, (int)(i >> 8), (int)(i & 255)};
+            for (int c = 0; c < C; c++) x[i * C + c] = v[c] / 127.5 - 1.0;
+        }
+        rt_dmol_nll_f64(L, x, np, C, M, nll);
+        for (int64_t i = 0; i < np; i++) {
+            int v[3] = {C == 1 ? (int)i : o, (int)(i >> 8), (int)(i & 255)};
+            double p = exp(-nll[i]);
+            total += p;
+            for (int c = 0; c < C; c++) marg[c][v[c]] += p;
+        }
+    }
+    print_message("C=%d M=%d: sum of p over all %d^%d values = %.9f\n", C, M, 256, C, total);
+    assert_true(fabs(total - 1.0) < 1e-4);
+    const int n = 20000;
+    int hist[3][16] = {{0}};
+    for (int i = 0; i < n; i++) {
+        float xs[3];
+        rt_dmol_sample_pixel(lf, C, M, &r, xs);
+        for (int c = 0; c < C; c++) hist[c][rt_softmax_bin(xs[c]) / 16]++;
+    }
+    double worst = 0;
+    for (int c = 0; c < C; c++)
+        for (int g = 0; g < 16; g++) {
+            double p = 0;
+            for (int b = 0; b < 16; b++) p += marg[c][16 * g + b];
+            double f = (double)hist[c][g] / n, z = fabs(f - p) / sqrt(fmax(p * (1 - p), 1e-6) / n);
+            worst = fmax(worst, z);
+        }
+    print_message("C=%d M=%d: sampled marginals within %.2f standard errors of the likelihood's\n", C, M, worst);
+    assert_true(worst < 5.0);
+    free(x), free(L), free(nll);
+}
+
+static void test_sampler_matches_likelihood(void **state) {
+    (void)state;
+    check_sampler_against_likelihood(1, 3, 501);
+    check_sampler_against_likelihood(3, 2, 502);
+}
+
 static void test_bits_per_dim(void **state) {
     (void)state;
     assert_true(fabs(rt_bits_per_dim(log(2.0) * 3072 * 16, 3072 * 16) - 1.0) < 1e-15);
@@ -618,6 +680,7 @@ int main(void) {
         cmocka_unit_test(test_sample_logistic_moments),
         cmocka_unit_test(test_sample_channel_dependency),
         cmocka_unit_test(test_sample_softmax),
+        cmocka_unit_test(test_sampler_matches_likelihood),
         cmocka_unit_test(test_bits_per_dim),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
