@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fileio.h"
 
@@ -230,6 +231,11 @@ static int png_decode(PngCtx *c, RtImage *out, char *err, size_t errlen) {
 
 int rt_png_read(const char *path, RtImage *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file (expected a PNG image)", path);
+        return -1;
+    }
     PngCtx *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "out of memory reading '%s'", path);

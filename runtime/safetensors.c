@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/base.h"
 #include "fileio.h"
@@ -274,6 +275,11 @@ out:
 
 RtSafetensors *rt_st_open(const char *path, char *err, size_t errlen) {
     StErr e = {path, err, errlen, 0};
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        st_fail(&e, "not a regular file (expected a .safetensors file)");
+        return NULL;
+    }
     size_t len = 0;
     unsigned char *buf = rt_read_file(path, &len, err, errlen);
     if (!buf) return NULL;
@@ -397,6 +403,11 @@ int rt_st_write(const char *path, const RtStTensor *tensors, int n, const char *
             return st_fail(&e, "cannot write tensor '%s': bad dtype or rank", t->name);
         }
         uint64_t bytes = rt_st_dtype_size(t->dtype) * (uint64_t)rt_st_numel(t);
+        if (bytes && !t->data) {
+            free(chunks);
+            cJSON_Delete(root);
+            return st_fail(&e, "cannot write tensor '%s': no data", t->name);
+        }
         cJSON *ent = cJSON_AddObjectToObject(root, t->name);
         cJSON_AddStringToObject(ent, "dtype", rt_st_dtype_name(t->dtype));
         cJSON *sh = cJSON_AddArrayToObject(ent, "shape");

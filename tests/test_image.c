@@ -192,6 +192,7 @@ static void test_read_kinds(void **state) {
     free(raw);
     expect_read_error(tu_path(tmpdir, "cut.png"), "damaged PNG");
     expect_read_error(tu_path(tmpdir, "missing.png"), "cannot open");
+    expect_read_error(tmpdir, "not a regular file");
 }
 
 int main(void) {

@@ -184,6 +184,7 @@ static void test_damaged(void **state) {
     rt_st_close(st);
 
     expect_error(tu_path(tmpdir, "does-not-exist.safetensors"), "cannot open");
+    expect_error(tmpdir, "not a regular file");
     write_bytes(tu_path(tmpdir, "tiny.safetensors"), "\x10\0\0", 3);
     expect_error(tu_path(tmpdir, "tiny.safetensors"), "too short");
     /* Header length beyond the file. */
