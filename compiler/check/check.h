@@ -43,8 +43,9 @@ typedef struct CheckReport {
 /* Prove the forward graph [0, g->nfwd) (every node if nfwd == 0) causal.
  * Returns true if g->out at every pixel depends only on input pixels strictly
  * before it in raster order. Otherwise adds one error at the offending
- * layer's SrcLoc with a witness pair, and a note with the dependency path,
- * and returns false. rep (may be NULL) receives the receptive fields; free it
+ * layer's SrcLoc with a witness pair, a note with the dependency path (and,
+ * for a layer inside a template call, a note at each enclosing call), and
+ * returns false. rep (may be NULL) receives the receptive fields; free it
  * with check_report_free. Never prints. */
 bool check_causality(const Graph *g, CheckReport *rep, DiagList *dl);
 void check_report_free(CheckReport *rep);

@@ -50,7 +50,9 @@
  * leak starts there, and (d) is never repaired afterwards on that path. The
  * error points at that node's SrcLoc (its layer's when the node has none) and
  * names its layer: g->layers[node->layer].name, else the node's name, else
- * the op's name.
+ * the op's name. A note gives the witness path, one entry per top-level
+ * layer, and for a layer inside a template call one more note per enclosing
+ * layer points at the call.
  *
  * Cost. Positions x words: the paper's model at 32x32 has sets of 16 words
  * and a few thousand taps per conv; a value's sets are freed after the last
@@ -359,14 +361,24 @@ static const char *node_name(const Graph *g, int i) {
     return ir_op(n->op)->name;
 }
 
+/* The outermost layer a node belongs to (a template call's own name), -1
+ * if none. */
+static int top_layer(const Graph *g, int i) {
+    int l = g->nodes[i].layer;
+    if (l < 0 || l >= g->nlayers) return -1;
+    while (g->layers[l].parent >= 0 && g->layers[l].parent < g->nlayers) l = g->layers[l].parent;
+    return l;
+}
+
 static SrcLoc node_loc(const Graph *g, int i) {
     const Node *n = &g->nodes[i];
     if (n->loc.line > 0 || n->layer < 0 || n->layer >= g->nlayers) return n->loc;
     return g->layers[n->layer].loc;
 }
 
-/* One layer on the witness path: consecutive nodes of the same layer merge,
- * keeping the position of the last one. */
+/* One top-level layer on the witness path: consecutive nodes of the same
+ * top-level layer merge, keeping the position of the last one; nodes outside
+ * every layer show their op's name. */
 typedef struct Seg { const char *name; int node, pos; } Seg;
 
 static void put_seg(StrBuf *sb, const Graph *g, Seg s) {
@@ -381,9 +393,13 @@ static void put_seg(StrBuf *sb, const Graph *g, Seg s) {
 static char *path_text(const Graph *g, const Step *path, int len, int culprit_step, int W) {
     Seg *seg = xmalloc((size_t)len * sizeof *seg);
     int ns = 0, cseg = 0;
+    int prev_top = -2;
     for (int t = len - 2; t >= 0; t--) {  /* forward order, skipping the input */
-        const char *nm = node_name(g, path[t].node);
-        if (ns > 0 && strcmp(seg[ns - 1].name, nm) == 0) {
+        int top = top_layer(g, path[t].node);
+        const char *nm = top >= 0 ? g->layers[top].name : ir_op(g->nodes[path[t].node].op)->name;
+        bool same = top >= 0 && top == prev_top;
+        prev_top = top;
+        if (same) {
             seg[ns - 1].node = path[t].node;
             seg[ns - 1].pos = path[t].pos;
         } else {
@@ -514,6 +530,12 @@ bool check_causality(const Graph *g, CheckReport *rep, DiagList *dl) {
                   "layer's own grid)",
                   node_name(g, bad), ir_op(g->nodes[bad].op)->name, txt);
         free(txt);
+        const Node *bn = &g->nodes[bad];
+        if (bn->layer >= 0 && bn->layer < g->nlayers)
+            for (int l = g->layers[bn->layer].parent, c = bn->layer; l >= 0 && l < g->nlayers;
+                 c = l, l = g->layers[l].parent)
+                diag_note(dl, g->layers[l].loc, "'%s' is part of '%s' (%s), here", g->layers[c].name,
+                          g->layers[l].name, g->layers[l].kind);
         free(path);
         if (rep) {
             rep->bad_node = bad;
