@@ -529,7 +529,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     do {                                                                                                          \
         double now_ = rt_now();                                                                                   \
         st.step = T.step;                                                                                         \
-        st.epoch = (double)T.batcher.epoch + (double)T.batcher.pos / (double)T.train->n;                         \
+        st.epoch = (double)T.batcher.epoch + fmin(1.0, (double)T.batcher.pos / (double)(spe * T.batch));        \
         st.lr = rt_adam_lr(&T.adam, T.step > 0 ? T.step : 1);                                                     \
         st.wall_time = T.base_seconds + (now_ - t0);                                                              \
         st.test_bpd = last_test;                                                                                  \
