@@ -46,11 +46,15 @@ const char cmd_run_usage[] =
     "        --lr X (1e-3)  --lr-decay X (0.999995 per step)  --ema-decay X (0.9995)\n"
     "        --eval-every N   steps between test evaluations (default: each epoch; -1: end only)\n"
     "        --eval-batch B   --eval-raw (evaluate raw weights, not the EMA)\n"
+    "        --eval-images N  evaluate on the first N test images only (default: all)\n"
     "        --checkpoint-every N (1000 steps)  --checkpoint-minutes M (10)  --keep K (3)\n"
     "        --log-every N (100)  --samples N (a grid in RUN_DIR/samples.png at the end)\n"
     "        --progress auto|bar|lines|quiet  --backend auto|ref|jit\n"
+    "        --dry-run        check the spec and data, print the plan (and back end), stop\n"
     "  eval SPEC --checkpoint C [--data PATH] [--json] [--raw] [--split test|train] [--batch B]\n"
-    "        exact bits/dim over every image of the split, EMA weights unless --raw.\n"
+    "        [--limit N]\n"
+    "        exact bits/dim over every image of the split (or its first N), EMA weights\n"
+    "        unless --raw.\n"
     "        C is a checkpoint file or a run directory (its newest checkpoint).\n"
     "  sample SPEC --checkpoint C [-n N] [-o grid.png] [--seed S] [--label L] [--raw] [--batch B]\n"
     "        naive autoregressive sampling (H*W forwards), written as a PNG grid;\n"
@@ -71,9 +75,9 @@ typedef struct Opts {
     int nsets;
     const char *data, *out, *checkpoint, *from, *output, *split;
     int batch, eval_batch, n, label, keep, cols;
-    bool has_label, has_seed, resume, json, raw, eval_raw;
+    bool has_label, has_seed, resume, json, raw, eval_raw, dry_run;
     uint64_t seed;
-    int64_t steps, epochs, eval_every, ckpt_every, log_every;
+    int64_t steps, epochs, eval_every, ckpt_every, log_every, eval_images, limit;
     bool has_eval_every;
     double time_s, lr, lr_decay, ema_decay, ckpt_minutes;
     int samples;
@@ -161,6 +165,7 @@ static const OptDef opt_defs[] = {
     {"--cols", NULL, C_SAMPLE, O_POS, F(cols), 0},
     {"--seed", NULL, C_TRAIN | C_SAMPLE, O_U64, F(seed), F(has_seed)},
     {"--resume", NULL, C_TRAIN, O_FLAG, F(resume), 0},
+    {"--dry-run", NULL, C_TRAIN, O_FLAG, F(dry_run), 0},
     {"--json", NULL, C_EVAL, O_FLAG, F(json), 0},
     {"--raw", NULL, C_EVAL | C_SAMPLE, O_FLAG, F(raw), 0},
     {"--eval-raw", NULL, C_TRAIN, O_FLAG, F(eval_raw), 0},
@@ -169,6 +174,8 @@ static const OptDef opt_defs[] = {
     {"--eval-every", NULL, C_TRAIN, O_SPECIAL, F(eval_every), F(has_eval_every)},
     {"--checkpoint-every", NULL, C_TRAIN, O_I64, F(ckpt_every), 0},
     {"--log-every", NULL, C_TRAIN, O_I64, F(log_every), 0},
+    {"--eval-images", NULL, C_TRAIN, O_I64, F(eval_images), 0},
+    {"--limit", NULL, C_EVAL, O_I64, F(limit), 0},
     {"--time", NULL, C_TRAIN, O_DURATION, F(time_s), 0},
     {"--lr", NULL, C_TRAIN, O_DOUBLE, F(lr), 0},
     {"--lr-decay", NULL, C_TRAIN, O_DOUBLE, F(lr_decay), 0},
@@ -427,6 +434,7 @@ int cmd_train(int argc, char **argv) {
     cfg.eval_every = o.has_eval_every ? o.eval_every : 0;
     cfg.eval_batch = eval_batch;
     cfg.eval_raw = o.eval_raw;
+    cfg.eval_images = o.eval_images;
     cfg.ckpt_every = o.ckpt_every;
     cfg.ckpt_seconds = o.ckpt_minutes * 60;
     cfg.keep = o.keep;
@@ -450,8 +458,10 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "pxc train: spec %s (%s, %lld parameters) on the %s back end\n", L.info.name, o.spec,
             (long long)m->nparams, rt_backend_name(chosen));
     fprintf(stderr, "pxc train: data %s: train %s; test %s\n", data, tr.desc ? tr.desc : "?", te.desc ? te.desc : "?");
-    fprintf(stderr, "pxc train: batch %d, stop after %s (whichever first)%s\n", batch, stop_desc,
-            o.resume ? "; resuming" : "");
+    fprintf(stderr, "pxc train: batch %d, stop after %s (whichever first); run directory %s%s\n", batch, stop_desc,
+            out_dir, o.resume ? " (resuming)" : "");
+
+    if (o.dry_run) goto done;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -472,8 +482,8 @@ int cmd_train(int argc, char **argv) {
             res.interrupted ? "interrupted" : "done", res.step, res.steps_run,
             rt_format_duration(res.seconds, el, sizeof el), res.checkpoint);
     if (isfinite(res.test_bpd))
-        printf("test bits/dim: %.4f (%lld images, %s weights, step %" PRId64 ")\n", res.test_bpd,
-               (long long)res.test_images, o.eval_raw ? "raw" : "EMA", res.step);
+        printf("test bits/dim: %.4f (%lld of %lld images, %s weights, step %" PRId64 ")\n", res.test_bpd,
+               (long long)res.test_images, (long long)res.test_images_total, o.eval_raw ? "raw" : "EMA", res.step);
     if (res.interrupted) {
         fprintf(stderr, "pxc train: continue with the same command and --resume\n");
         rc = 130;
@@ -550,7 +560,9 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     RtEvalResult r;
-    if (rt_evaluate(m, o.raw ? ck.params : ck.ema, &ds, batch, &r, err, sizeof err)) {
+    RtDataset view = ds;  /* every image, or the first --limit */
+    if (o.limit > 0 && o.limit < ds.n) view.n = o.limit;
+    if (rt_evaluate(m, o.raw ? ck.params : ck.ema, &view, batch, &r, err, sizeof err)) {
         rc = fail(o.cmd, "%s", err);
         goto done;
     }
@@ -559,6 +571,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "bpd", r.bpd);
         cJSON_AddNumberToObject(j, "nats", r.nats);
         cJSON_AddNumberToObject(j, "images", (double)r.images);
+        cJSON_AddNumberToObject(j, "images_in_split", (double)ds.n);
         cJSON_AddNumberToObject(j, "subpixels", (double)r.subpixels);
         cJSON_AddStringToObject(j, "weights", o.raw ? "raw" : "ema");
         cJSON_AddNumberToObject(j, "step", (double)ck.step);
@@ -572,8 +585,9 @@ int cmd_eval(int argc, char **argv) {
         free(txt);
         cJSON_Delete(j);
     } else {
-        printf("%s bits/dim: %.4f (%lld images, %lld sub-pixels, %.1f nats; %s weights of step %" PRId64 ")\n", split,
-               r.bpd, (long long)r.images, (long long)r.subpixels, r.nats, o.raw ? "raw" : "EMA", ck.step);
+        printf("%s bits/dim: %.4f (%lld of %lld images, %lld sub-pixels, %.1f nats; %s weights of step %" PRId64 ")\n",
+               split, r.bpd, (long long)r.images, (long long)ds.n, (long long)r.subpixels, r.nats, o.raw ? "raw" : "EMA",
+               ck.step);
     }
 done:
     if (m && m->release) m->release(m);

@@ -511,6 +511,12 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     const int64_t log_every = cfg->log_every > 0 ? cfg->log_every : 100;
     const double log_seconds = cfg->log_seconds > 0 ? cfg->log_seconds : 30;
 
+    RtDataset test_view;  /* the test images evaluated: all, or the first eval_images */
+    if (test) {
+        test_view = *test;
+        if (cfg->eval_images > 0 && cfg->eval_images < test->n) test_view.n = cfg->eval_images;
+        test = &test_view;
+    }
     const int64_t numel = image_numel(m);
     const double ln2_dims = log(2.0) * (double)T.batch * (double)numel;
     float *x = xmalloc((size_t)(T.batch * numel) * sizeof(float));  /* [batch,H,W,C] */
@@ -518,7 +524,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     int64_t *idx = xmalloc((size_t)T.batch * sizeof(int64_t));
     const int64_t step0 = T.step;
     const double t0 = rt_now();
-    double last_log = t0, last_ckpt = t0, step_time_avg = NAN;
+    double last_log = t0, last_ckpt = t0, step_time_avg = NAN, ewma_bpd = NAN;
     double log_bpd = 0, log_time = 0;
     int64_t log_steps = 0, last_eval_step = -1;
     double last_test = NAN;
@@ -579,6 +585,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
         T.images_seen += T.batch;
         double dt = rt_now() - ts;
         step_time_avg = isfinite(step_time_avg) ? 0.9 * step_time_avg + 0.1 * dt : dt;
+        ewma_bpd = isfinite(ewma_bpd) ? 0.9 * ewma_bpd + 0.1 * (loss / ln2_dims) : loss / ln2_dims;
         log_bpd += loss / ln2_dims;
         log_time += dt;
         log_steps++;
@@ -594,11 +601,12 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
             if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
             log_bpd = 0, log_time = 0, log_steps = 0;
             last_log = now;
-        } else {
-            STATS_NOW();
-            st.train_bpd = loss / ln2_dims;
         }
-        rt_progress_update(&T.pr, &st, 0);
+        /* the bar shows smoothed figures */
+        STATS_NOW();
+        st.train_bpd = ewma_bpd;
+        st.img_per_s = (double)T.batch / step_time_avg;
+        rt_progress_update(&T.pr, &st, T.step == target);
 
         /* ---- evaluate ---- */
         if (test && eval_every > 0 && T.step % eval_every == 0) {
@@ -610,8 +618,9 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
             STATS_NOW();
             st.train_bpd = NAN;
             st.img_per_s = NAN;
-            rt_progress_message(&T.pr, "step %" PRId64 "  test %.4f bpd (%lld images, %s weights, %.1f s)", T.step,
-                                er.bpd, (long long)er.images, cfg->eval_raw ? "raw" : "EMA", er.seconds);
+            rt_progress_message(&T.pr, "step %" PRId64 "  test %.4f bpd (%lld of %lld images, %s weights, %.1f s)",
+                                T.step, er.bpd, (long long)er.images, (long long)T.test->n, cfg->eval_raw ? "raw" : "EMA",
+                                er.seconds);
             if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
         }
         /* ---- checkpoint ---- */
@@ -621,6 +630,14 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
             last_ckpt = rt_now();
             rt_progress_message(&T.pr, "step %" PRId64 "  checkpoint %s", T.step, T.last_ckpt);
         }
+    }
+    if (log_steps > 0) {  /* the steps since the last logged line */
+        STATS_NOW();
+        st.train_bpd = log_bpd / (double)log_steps;
+        st.img_per_s = (double)(log_steps * T.batch) / (log_time > 0 ? log_time : 1e-9);
+        res->train_bpd = st.train_bpd;
+        rt_progress_line(&T.pr, &st);
+        if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
     }
     rt_progress_finish(&T.pr);
     res->seconds = rt_now() - t0;
@@ -637,13 +654,15 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
         STATS_NOW();
         st.train_bpd = NAN;
         st.img_per_s = NAN;
-        rt_progress_message(&T.pr, "step %" PRId64 "  test %.4f bpd (%lld images, %s weights, %.1f s)", T.step,
-                            er.bpd, (long long)er.images, cfg->eval_raw ? "raw" : "EMA", er.seconds);
+        rt_progress_message(&T.pr, "step %" PRId64 "  test %.4f bpd (%lld of %lld images, %s weights, %.1f s)", T.step,
+                            er.bpd, (long long)er.images, (long long)T.test->n, cfg->eval_raw ? "raw" : "EMA",
+                            er.seconds);
         if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
         res->test_images = er.images;
     } else if (test) {
         res->test_images = test->n;
     }
+    res->test_images_total = T.test ? T.test->n : 0;
     res->test_bpd = last_test;
     if (!res->interrupted && cfg->samples > 0) {
         int n = cfg->samples;

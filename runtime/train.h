@@ -91,6 +91,7 @@ typedef struct RtTrainConfig {
     int64_t eval_every;   /* steps between test evaluations; 0: once per epoch; < 0: only at the end */
     int eval_batch;       /* 0: batch */
     bool eval_raw;        /* evaluate the raw weights instead of the EMA */
+    int64_t eval_images;  /* evaluate on the first this many test images; 0: all */
     int64_t ckpt_every;   /* steps between checkpoints; 0: 1000 */
     double ckpt_seconds;  /* also checkpoint after this many seconds; 0: 600 */
     int keep;             /* checkpoints kept; 0: 3 */
@@ -115,7 +116,8 @@ typedef struct RtTrainResult {
     int64_t steps_run;    /* steps done by this call */
     double train_bpd;     /* the last logged interval's mean */
     double test_bpd;      /* the final evaluation (NAN if none) */
-    int64_t test_images;
+    int64_t test_images;  /* images in that evaluation */
+    int64_t test_images_total;  /* images in the test set */
     double seconds;       /* this call's training loop */
     bool interrupted;     /* stopped by cfg->stop */
     char checkpoint[1024];   /* the last checkpoint written or read */
