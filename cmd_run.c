@@ -483,7 +483,8 @@ int cmd_train(int argc, char **argv) {
             rt_format_duration(res.seconds, el, sizeof el), res.checkpoint);
     if (isfinite(res.test_bpd))
         printf("test bits/dim: %.4f (%lld of %lld images, %s weights, step %" PRId64 ")\n", res.test_bpd,
-               (long long)res.test_images, (long long)res.test_images_total, o.eval_raw ? "raw" : "EMA", res.step);
+               (long long)res.test_images, (long long)res.test_images_total, o.eval_raw ? "raw" : "EMA",
+               res.test_step);
     if (res.interrupted) {
         fprintf(stderr, "pxc train: continue with the same command and --resume\n");
         rc = 130;

@@ -442,7 +442,6 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     int nsteps = 0;
 
     /* ---- the run directory: fresh or resumed ---- */
-    if (rt_mkdirs(cfg->run_dir, err, errlen)) goto out;
     if (rt_ckpt_list(cfg->run_dir, &steps, &nsteps, err, errlen)) goto out;
     T.metrics_path = xasprintf("%s/metrics.jsonl", cfg->run_dir);
     if (cfg->resume) {
@@ -477,6 +476,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
                      T.train->n, T.batch);
             goto out;
         }
+        if (rt_mkdirs(cfg->run_dir, err, errlen)) goto out;
         if (init_params(&T, g, err, errlen)) goto out;
         if (cfg->spec_text && write_text(cfg->run_dir, "spec.yaml", cfg->spec_text, err, errlen)) goto out;
         char *res_txt = xasprintf("name: %s\nhash: %016" PRIx64 "\n%s", cfg->spec_name ? cfg->spec_name : "",
@@ -651,6 +651,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
         RtEvalResult er;
         if (evaluate(m, cfg->eval_raw ? T.params : T.ema, test, T.eval_batch, &T.sc, &er, err, errlen)) goto out_loop;
         last_test = er.bpd;
+        last_eval_step = T.step;
         STATS_NOW();
         st.train_bpd = NAN;
         st.img_per_s = NAN;
@@ -664,6 +665,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     }
     res->test_images_total = T.test ? T.test->n : 0;
     res->test_bpd = last_test;
+    res->test_step = last_eval_step;
     if (!res->interrupted && cfg->samples > 0) {
         int n = cfg->samples;
         uint8_t *img = xmalloc((size_t)(n * numel));

@@ -115,7 +115,8 @@ typedef struct RtTrainResult {
     int64_t step;         /* steps done in all */
     int64_t steps_run;    /* steps done by this call */
     double train_bpd;     /* the last logged interval's mean */
-    double test_bpd;      /* the final evaluation (NAN if none) */
+    double test_bpd;      /* the last evaluation (NAN if none) */
+    int64_t test_step;    /* the step it evaluated */
     int64_t test_images;  /* images in that evaluation */
     int64_t test_images_total;  /* images in the test set */
     double seconds;       /* this call's training loop */

@@ -496,6 +496,7 @@ static void test_setup_errors(void **state) {
     c = config(&t, tt_path("err_resume"), 2);
     c.resume = true;
     expect_train_error(&t, &c, &train_ds, "no checkpoint", "err_resume");
+    assert_int_equal(access(tt_path("err_resume"), F_OK), -1);  /* nothing created */
     /* a fresh run over an existing one */
     c.resume = false;
     train_ok(&t, &c, NULL);
