@@ -20,7 +20,11 @@
  *   - resuming under MPI gives the same bytes as not stopping;
  *   - `mpirun -np 2 pxc eval` splits the test set and reports every image;
  *   - a batch that does not split over the processes is a clear error and
- *     writes nothing.
+ *     writes nothing;
+ *   - a write that fails on rank 0 alone (a file where the run directory
+ *     needs a directory at setup; a file-size limit on rank 0 when the first
+ *     checkpoint is written) stops both processes cleanly with rank 0's
+ *     message: no hang, no abort.
  * The MPI parts are skipped, with a message, when mpirun is not installed
  * or pxc was built without MPI.
  */
@@ -33,6 +37,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "runtime/checkpoint.h"
 #include "runtime/dist.h"
 #include "runtime/params_init.h"
 #include "runtime/safetensors.h"
@@ -469,6 +474,50 @@ static void test_train_two_ranks_equals_one(void **state) {
     assert_true(bpd[0] > 0 && fabs(bpd[0] - bpd[1]) <= 1e-12 * bpd[0]);
 }
 
+static void expect_clean_stop(const Cmd *c, const char *want, const char *ckpt_dir) {
+    char *o, *e;
+    int rc = run(c, &o, &e);
+    assert_int_not_equal(rc, 0);
+    if (count(e, want) != 1 || strstr(e, "MPI_ABORT") || strstr(e, "stopping them all") || strstr(e, "[rank 1]"))
+    {
+        fprintf(stderr, "%s%s", o, e);  /* cmocka shortens long messages */
+        fail_msg("expected one '%s' and a clean stop (output above)", want);
+    }
+    int64_t *steps = NULL;
+    int n = 0;
+    char err[512];
+    assert_int_equal(rt_ckpt_list(ckpt_dir, &steps, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    free(steps);
+    free(o), free(e);
+}
+
+static void test_rank0_write_failure_stops_all(void **state) {
+    (void)state;
+    need_mpi();
+    char data[1024], dir[1024], dir2[1024], metrics[1100];
+    snprintf(data, sizeof data, "%s", tt_path("data_w"));
+    snprintf(dir, sizeof dir, "%s", tt_path("wfail_setup"));
+    snprintf(dir2, sizeof dir2, "%s", tt_path("wfail_loop"));
+    tt_make_data(data, 32, 8, 0);
+    /* at setup: rank 0 cannot create metrics.jsonl */
+    mkdir(dir, 0755);
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", dir);
+    mkdir(metrics, 0755);
+    Cmd c = train_cmd(2, data, dir, "8");
+    expect_clean_stop(&c, "Is a directory", dir);
+    /* in the loop: rank 0 may write 20 KB per file (the spec files fit, a
+     * checkpoint does not); SIGXFSZ ignored, so the write fails with EFBIG */
+    Cmd t = train_cmd(2, data, dir2, "8");
+    Cmd w = mpi_cmd(2);
+    cmd_add(&w, "/bin/sh");
+    cmd_add(&w, "-c");
+    cmd_add(&w, "trap '' XFSZ; if [ \"$OMPI_COMM_WORLD_RANK\" = 0 ]; then ulimit -f 40; fi; exec \"$@\"");
+    cmd_add(&w, "sh");
+    for (int i = 5; i < t.argc; i++) cmd_add(&w, t.argv[i]);  /* pxc train ... without mpirun's words */
+    expect_clean_stop(&w, "': File too large", dir2);
+}
+
 /* A pxc without MPI refuses to be one of several processes. */
 static void test_without_mpi_refuses(void **state) {
     (void)state;
@@ -544,6 +593,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_rank_failing_alone_aborts),
         cmocka_unit_test(test_train_two_ranks_equals_one),
         cmocka_unit_test(test_batch_must_split),
+        cmocka_unit_test(test_rank0_write_failure_stops_all),
         cmocka_unit_test(test_without_mpi_refuses),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
