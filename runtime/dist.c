@@ -107,6 +107,11 @@ int rt_dist_init(int *argc, char ***argv, char *err, size_t errlen) {
     int flag = 0;
     MPI_Initialized(&flag);
     if (!flag) {
+        /* A rank that waits for the others in a sum yields its core rather
+         * than spin on it: pxc's steps are long next to the sums, and the
+         * core may be the one another rank (or its threads) needs. The
+         * user's own setting (mpirun --mca mpi_yield_when_idle 0) wins. */
+        setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
         int provided;
         if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
             snprintf(err, errlen, "MPI_Init failed (pxc was started by an MPI launcher)");

@@ -22,6 +22,11 @@
  * only (rank 0's file writes) makes the others aware with rt_dist_any before
  * the next collective step, so an ordinary error ends every process cleanly.
  *
+ * Waiting. Unless the user sets it, rt_dist_init asks Open MPI to yield
+ * the core while a rank waits in a collective (mpi_yield_when_idle=1):
+ * steps are long next to the sums, and spinning would take the core from a
+ * rank that is still computing.
+ *
  * Not thread-safe: call these from the thread that called rt_dist_init.
  */
 #ifndef PXC_DIST_H
