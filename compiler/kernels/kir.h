@@ -34,7 +34,9 @@
  *
  * ---- Kernels -------------------------------------------------------------------
  *
- * A function's parameters are n (int64, the batch), seed (uint64) and
+ * Expressions are DAGs: an operand may be shared by several parents (a
+ * printer may compute it once). A function's parameters are n (int64, the
+ * batch), seed (uint64) and
  * nparams pointers (float, double, int32 or uint64 elements; `out` says
  * whether the kernel writes through it). The caller promises the pointers
  * of one call never overlap where one of them is written (noalias is
@@ -258,6 +260,9 @@ typedef enum KirBase {
     KB_NLL,      /* per-pixel nll: forward's and the loss entry's */
     KB_DL,       /* the loss entry's dl */
     KB_ARENA,    /* the arena (forward, backward, init) */
+    KB_STACK,    /* the entry's own scratch: KirEntry.stack_bytes in its stack
+                    frame, 64-byte aligned, uninitialised (the loss entry has
+                    no arena; small reductions use this) */
     KB_COUNT
 } KirBase;
 
@@ -288,12 +293,14 @@ typedef struct KirStep {
     int *args;           /* buffer ids, one per param of the function */
     int nargs;
     KirGuard when;
+    const char *note;    /* what it computes, e.g. "up.0.u.0.conv1 conv2d @model.yaml:31:9" (may be NULL) */
 } KirStep;
 
 typedef struct KirEntry {
     KirStep *steps;
     int nsteps, csteps;
     int ret_buf;         /* F64 scalar buffer the entry returns (forward, loss), -1: none */
+    int64_t stack_bytes; /* size of the KB_STACK scratch */
 } KirEntry;
 
 /* One parameter tensor (pxc_model.h's pxc_tensor). */
