@@ -932,9 +932,21 @@ typedef struct DmolCtx {
     int H, W, C, M;
 } DmolCtx;
 
-static KirExpr *softplus(Lower *L, KirExpr *v) {
-    KirExpr *mx = kir_op2(P, KX_MAX, v, fc(L, 0));
-    return fadd(L, mx, kir_op1(P, KX_LOG1P, fexp(L, fneg(L, kir_op1(P, KX_ABS, v)))));
+typedef struct SigPair {
+    KirExpr *pos, *neg, *softplus;   /* sigma(v), sigma(-v), softplus(v) */
+} SigPair;
+
+static SigPair sig_pair(KB *kb, KirStmt *into, KirExpr *v) {
+    Lower *L = kb->L;
+    KirExpr *e = kb_let(kb, into, fexp(L, fneg(L, kir_op1(P, KX_ABS, v))));
+    KirExpr *big = kb_let(kb, into, fdiv(L, fc(L, 1), fadd(L, fc(L, 1), e)));   /* sigma(|v|) */
+    KirExpr *small = kb_let(kb, into, fmul(L, e, big));                          /* sigma(-|v|) */
+    KirExpr *nonneg = cmp(L, KX_GE, v, fc(L, 0));
+    SigPair sp;
+    sp.pos = kb_let(kb, into, fsel(L, nonneg, big, small));
+    sp.neg = kb_let(kb, into, fsel(L, nonneg, small, big));
+    sp.softplus = kb_let(kb, into, fadd(L, kir_op2(P, KX_MAX, v, fc(L, 0)), kir_op1(P, KX_LOG1P, e)));
+    return sp;
 }
 
 static void build_dmol(KB *kb, void *vctx) {
@@ -1001,36 +1013,46 @@ static void build_dmol(KB *kb, void *vctx) {
         KirExpr *plus = kb_let(kb, lk, fmul(L, inv, fadd(L, cen, fc(L, 1.0 / 255))));
         KirExpr *minus = kb_let(kb, lk, fmul(L, inv, fsub(L, cen, fc(L, 1.0 / 255))));
         KirExpr *mid = kb_let(kb, lk, fmul(L, inv, cen));
-        KirExpr *sp = kb_let(kb, lk, kir_op1(P, KX_SIGMOID, plus));
-        KirExpr *sn = kb_let(kb, lk, kir_op1(P, KX_SIGMOID, minus));
-        KirExpr *d = kb_let(kb, lk, fsub(L, sp, sn));
-        KirExpr *sp_mid = kb_let(kb, lk, softplus(L, mid));
+        /* sigmoids and softplus from one exp each: with e = exp(-|v|), sigma(|v|) = 1/(1+e),
+         * sigma(-|v|) = e/(1+e), softplus(v) = max(v,0) + log1p(e); the bin mass d is taken
+         * as a difference of the small tails, never of two values near 1 */
+        SigPair P1 = sig_pair(kb, lk, plus), P2 = sig_pair(kb, lk, minus), P3 = sig_pair(kb, lk, mid);
+        /* the bin mass without cancellation: sigma(a) - sigma(b) = sigma(a) sigma(-b) (1 - exp(-(a-b))),
+         * a - b = inv 2/255, and 1 - exp(-t) = -expm1(-t) by Kahan's (u-1) t / log u, u = exp(-t) */
+        KirExpr *delta = kb_let(kb, lk, fmul(L, inv, fc(L, 2.0 / 255)));
+        KirExpr *u = kb_let(kb, lk, fexp(L, fneg(L, delta)));
+        KirExpr *em = kb_let(kb, lk, fsel(L, cmp(L, KX_EQ, u, fc(L, 1)), delta,
+                                          fdiv(L, fmul(L, fsub(L, fc(L, 1), u), delta), fneg(L, kir_op1(P, KX_LOG, u)))));
+        KirExpr *d = kb_let(kb, lk, fmul(L, fmul(L, P1.pos, P2.neg), em));
         KirExpr *is_lo = cmp(L, KX_LT, xv[ch], fc(L, -0.999));
         KirExpr *is_hi = cmp(L, KX_GT, xv[ch], fc(L, 0.999));
         KirExpr *is_mid = cmp(L, KX_GT, d, fc(L, 1e-5));
-        KirExpr *lp_lo = fsub(L, plus, softplus(L, plus));
-        KirExpr *lp_hi = fneg(L, softplus(L, minus));
+        KirExpr *lp_lo = fsub(L, plus, P1.softplus);
+        KirExpr *lp_hi = fneg(L, P2.softplus);
         KirExpr *lp_mid = kir_op1(P, KX_LOG, kir_op2(P, KX_MAX, d, fc(L, 1e-12)));
-        KirExpr *lp_tiny = fsub(L, fsub(L, fsub(L, mid, s), fmul(L, fc(L, 2), sp_mid)), fc(L, log(127.5)));
+        KirExpr *lp_tiny = fsub(L, fsub(L, fsub(L, mid, s), fmul(L, fc(L, 2), P3.softplus)), fc(L, log(127.5)));
         KirExpr *lpc = fsel(L, is_lo, lp_lo, fsel(L, is_hi, lp_hi, fsel(L, is_mid, lp_mid, lp_tiny)));
         sum = fadd(L, sum, lpc);
         if (dla >= 0) {
-            /* d lp / d plus (A), d minus (B), d mid (Cm), direct d s (D) per branch */
-            KirExpr *z = fc(L, 0);
-            KirExpr *A = fsel(L, is_lo, fsub(L, fc(L, 1), sp),
-                              fsel(L, is_hi, z, fsel(L, is_mid, fdiv(L, fmul(L, sp, fsub(L, fc(L, 1), sp)), d), z)));
-            KirExpr *B = fsel(L, is_lo, z,
-                              fsel(L, is_hi, fneg(L, sn), fsel(L, is_mid, fneg(L, fdiv(L, fmul(L, sn, fsub(L, fc(L, 1), sn)), d)), z)));
-            KirExpr *sig_mid = kir_op1(P, KX_SIGMOID, mid);
-            KirExpr *not_tiny = kir_op2(P, KX_OR, is_lo, kir_op2(P, KX_OR, is_hi, is_mid));
-            KirExpr *Cm = fsel(L, not_tiny, z, fsub(L, fc(L, 1), fmul(L, fc(L, 2), sig_mid)));
-            KirExpr *D = fsel(L, not_tiny, z, fc(L, -1));
-            A = kb_let(kb, lk, A);
-            B = kb_let(kb, lk, B);
-            Cm = kb_let(kb, lk, Cm);
-            KirExpr *dmu_v = fneg(L, fmul(L, inv, fadd(L, fadd(L, A, B), Cm)));
-            KirExpr *ds = fadd(L, fneg(L, fadd(L, fadd(L, fmul(L, A, plus), fmul(L, B, minus)), fmul(L, Cm, mid))), D);
-            ds = fsel(L, cmp(L, KX_GT, raw_s, fc(L, -7)), ds, z);
+            /* d lp / d mu and d lp / d s per branch (a = plus, b = minus, m = mid):
+             *   low edge  lp = log sigma(a):        mu: -inv sigma(-a)             s: -a sigma(-a)
+             *   high edge lp = log sigma(-b):       mu:  inv sigma(b)              s:  b sigma(b)
+             *   interior  lp = log sigma(a) + log sigma(-b) + log(1 - exp(-delta)):
+             *                                       mu: -inv (sigma(-a) - sigma(b))
+             *                                       s:  -a sigma(-a) + b sigma(b) - delta exp(-delta) / (1 - exp(-delta))
+             *   density   lp = m - s - 2 softplus(m) - log 127.5:
+             *                                       mu: -inv (sigma(-m) - sigma(m))  s: -m (sigma(-m) - sigma(m)) - 1 */
+            KirExpr *aa = fmul(L, plus, P1.neg), *bb = fmul(L, minus, P2.pos);
+            KirExpr *gm = fsub(L, P3.neg, P3.pos);
+            KirExpr *dmu_v = fsel(L, is_lo, fneg(L, fmul(L, inv, P1.neg)),
+                                  fsel(L, is_hi, fmul(L, inv, P2.pos),
+                                       fsel(L, is_mid, fneg(L, fmul(L, inv, fsub(L, P1.neg, P2.pos))),
+                                            fneg(L, fmul(L, inv, gm)))));
+            KirExpr *ds = fsel(L, is_lo, fneg(L, aa),
+                               fsel(L, is_hi, bb,
+                                    fsel(L, is_mid, fsub(L, fsub(L, bb, aa), fdiv(L, fmul(L, delta, u), em)),
+                                         fsub(L, fneg(L, fmul(L, mid, gm)), fc(L, 1)))));
+            ds = fsel(L, cmp(L, KX_GT, raw_s, fc(L, -7)), ds, fc(L, 0));
             KirExpr *ix = iaddc(L, imulc(L, k, C), ch);
             kir_set(P, fn, lk, dmu, ix, dmu_v);
             kir_set(P, fn, lk, dls, ix, ds);
