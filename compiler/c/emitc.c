@@ -301,6 +301,12 @@ static void c_expr(Emit *E, Uses *us, const KirExpr *e) {
     default: break;
     }
     if (!bin[e->k]) pxc_bug("emitc: expression kind %d", (int)e->k);
+    if (e->k == KX_ADD && e->t == KT_I64 && e->x[1]->k == KX_CONST && e->x[1]->i < 0) {
+        fputc('(', f);
+        c_expr(E, us, e->x[0]);
+        fprintf(f, " - %lld)", -(long long)e->x[1]->i);
+        return;
+    }
     fputc('(', f);
     c_expr(E, us, e->x[0]);
     fprintf(f, " %s ", bin[e->k]);

@@ -346,6 +346,12 @@ static void pexpr(const PrintCtx *c, const KirExpr *e, FILE *f) {
     case KX_UNIFORM: fprintf(f, "uniform(%lld, ", (long long)e->i2); pexpr(c, e->x[0], f); fputc(')', f); return;
     default: break;
     }
+    if (e->k == KX_ADD && e->t == KT_I64 && e->x[1]->k == KX_CONST && e->x[1]->i < 0) {
+        fputc('(', f);
+        pexpr(c, e->x[0], f);
+        fprintf(f, " - %lld)", -(long long)e->x[1]->i);
+        return;
+    }
     if (bin[e->k]) {
         fputc('(', f);
         pexpr(c, e->x[0], f);

@@ -123,6 +123,7 @@ typedef struct KB {
     int nargs;
     /* the pixel being evaluated: image, row, column; its grid */
     KirExpr *img, *ii, *jj;
+    KirExpr *row;   /* img*H + ii when that is a loop variable (NULL otherwise) */
     int H, W;
     StrBuf comment;
     int noted[32];
@@ -249,6 +250,7 @@ static KirExpr *val(KB *kb, int node, KirExpr *ch, int64_t lo);
 
 static KirExpr *pixel_index(KB *kb) {
     Lower *L = kb->L;
+    if (kb->row) return iadd(L, imulc(L, kb->row, kb->W), kb->jj);
     return iadd(L, imulc(L, iadd(L, imulc(L, kb->img, kb->H), kb->ii), kb->W), kb->jj);
 }
 
@@ -272,12 +274,14 @@ static KirExpr *val_flat(KB *kb, int node, KirExpr *idx) {
 
 /* Evaluate `node` with the pixel moved to (img, i, j). */
 static KirExpr *val_at(KB *kb, int node, KirExpr *ch, int64_t lo, KirExpr *i, KirExpr *j) {
-    KirExpr *si = kb->ii, *sj = kb->jj;
+    KirExpr *si = kb->ii, *sj = kb->jj, *sr = kb->row;
     kb->ii = i;
     kb->jj = j;
+    kb->row = NULL;
     KirExpr *e = val(kb, node, ch, lo);
     kb->ii = si;
     kb->jj = sj;
+    kb->row = sr;
     return e;
 }
 
@@ -526,6 +530,7 @@ static KirStmt *pixel_loops(KB *kb, int H, int W, KirExpr **row) {
     kb->img = idiv(L, r, ic(L, H));
     kb->ii = imod(L, r, ic(L, H));
     kb->jj = kir_var(P, kir_loop_var(lj));
+    kb->row = r;
     if (row) *row = r;
     return lj;
 }
@@ -600,6 +605,7 @@ static void build_pack(KB *kb, void *vctx) {
     kb->img = img;
     kb->ii = si;
     kb->jj = sj;
+    kb->row = NULL;
     kb->H = g->Hs;
     kb->W = g->Ws;
     int64_t seg[258];
@@ -887,6 +893,7 @@ static void build_reduce(KB *kb, void *vctx) {
     kb->img = idiv(L, r, ic(L, H));
     kb->ii = imod(L, r, ic(L, H));
     kb->jj = kir_var(P, kir_loop_var(lj));
+    kb->row = r;
     KirExpr *rowbase = ic(L, 0);
     if (c->classes > 0) {
         KirExpr *lab = val_flat(kb, nd->in[1], kb->img);

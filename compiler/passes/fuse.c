@@ -50,22 +50,46 @@ static bool is_const_node(const Graph *g, int i, const uint8_t *kind) {
     return false;
 }
 
+/* Reading a stored value costs one load; labels (one per image) and
+ * unbatched values (per channel) are free. */
+static int load_cost(const Graph *g, int i, const FusePlan *fp) {
+    const Node *nd = &g->nodes[i];
+    if (fp->kind[i] == FK_CONST || !nd->shape.batched || nd->op == IR_LABELS) return 0;
+    return 1;
+}
+
 static void compute_costs(const Graph *g, FusePlan *fp) {
     for (int i = 0; i < g->n; i++) {
         const Node *nd = &g->nodes[i];
         if (fp->kind[i] != FK_INLINE) {
-            fp->cost[i] = (fp->kind[i] == FK_CONST || !nd->shape.batched) ? 0 : 1;
+            fp->cost[i] = load_cost(g, i, fp);
             continue;
         }
         int c = op_weight(nd->op);
         for (int k = 0; k < nd->nin; k++) {
             const Node *in = &g->nodes[nd->in[k]];
-            int ci = fp->kind[nd->in[k]] == FK_INLINE ? fp->cost[nd->in[k]] : (in->shape.batched ? 1 : 0);
-            if (fp->kind[nd->in[k]] == FK_CONST) ci = 0;
-            c += reads(nd, k) * ci;
+            (void)in;
+            int ci = fp->kind[nd->in[k]] == FK_INLINE ? fp->cost[nd->in[k]] : load_cost(g, nd->in[k], fp);
+            if (nd->op == IR_CONCAT) c = ci > c ? ci : c;   /* an element comes from one input */
+            else c += reads(nd, k) * ci;
         }
         fp->cost[i] = c;
     }
+}
+
+/* Channels of the stored values an inline node reads (each counted once). */
+static int64_t leaf_channels(const Graph *g, const FusePlan *fp, int i, int *seen, int *nseen) {
+    const Node *nd = &g->nodes[i];
+    if (fp->kind[i] != FK_INLINE) {
+        if (load_cost(g, i, fp) == 0) return 0;
+        for (int k = 0; k < *nseen; k++)
+            if (seen[k] == i) return 0;
+        if (*nseen < 64) seen[(*nseen)++] = i;
+        return nd->shape.d[2];
+    }
+    int64_t c = 0;
+    for (int k = 0; k < nd->nin; k++) c += leaf_channels(g, fp, nd->in[k], seen, nseen);
+    return c;
 }
 
 void fuse_plan(const Graph *g, bool no_fusion, FusePlan *fp) {
@@ -108,23 +132,54 @@ void fuse_plan(const Graph *g, bool no_fusion, FusePlan *fp) {
             for (int q = cons_start[a]; q < cons_start[a] + fill[a]; q++) dup |= cons[q] == i;
             if (!dup) cons[cons_start[a] + fill[a]++] = i;
         }
-    for (int i = n - 1; i >= 0; i--) {
-        int sf = 0, sb = 0;
-        for (int q = cons_start[i]; q < cons_start[i] + fill[i]; q++) {
-            int c = cons[q];
-            if (fp->kind[c] == FK_INLINE) {
-                sf += fp->sites_fwd[c];
-                sb += fp->sites_bwd[c];
-            } else if (c < nfwd) {
-                sf++;
-            } else {
-                sb++;
+    /* Phase 0: values several kernels of one pass would evaluate; phase 1:
+     * also values read once per pass that are cheaper to keep (once the
+     * phase-0 decisions fix what they are computed from). Each phase runs
+     * to a fixpoint; decisions only go from INLINE to MAT. */
+    for (int phase = 0; phase < 2; phase++) {
+        bool changed = true;
+        while (changed) {
+            changed = false;
+            for (int i = n - 1; i >= 0; i--) {
+                int sf = 0, sb = 0;
+                for (int q = cons_start[i]; q < cons_start[i] + fill[i]; q++) {
+                    int c = cons[q];
+                    if (fp->kind[c] == FK_INLINE) {
+                        sf += fp->sites_fwd[c];
+                        sb += fp->sites_bwd[c];
+                    } else if (c < nfwd) {
+                        sf++;
+                    } else {
+                        sb++;
+                    }
+                }
+                fp->sites_fwd[i] = sf;
+                fp->sites_bwd[i] = sb;
+                if (fp->kind[i] != FK_INLINE || fp->cost[i] < 2) continue;
+                bool mat = sf >= 2 || sb >= 2;
+                if (!mat && phase == 1 && sf >= 1 && sb >= 1) {
+                    /* read once in each pass: store it when that keeps fewer
+                     * channels alive into backward than the values it is
+                     * computed from */
+                    int seen[64], nseen = 0;
+                    mat = g->nodes[i].shape.d[2] < leaf_channels(g, fp, i, seen, &nseen);
+                }
+                if (mat) fp->kind[i] = FK_MAT, changed = true;
             }
+            compute_costs(g, fp);
         }
-        fp->sites_fwd[i] = sf;
-        fp->sites_bwd[i] = sb;
-        if (fp->kind[i] == FK_INLINE && (sf >= 2 || sb >= 2) && fp->cost[i] >= 2) {
+    }
+    /* Decisions above used costs from before the inputs were decided: a
+     * value that is now a plain copy of stored values (a concat of two
+     * stored tensors) goes back to INLINE. That never raises a consumer's
+     * cost, and its inputs are stored, so nothing else changes. */
+    for (int i = 0; i < n; i++) {
+        if (fp->kind[i] != FK_MAT || must[i] || no_fusion || !fuse_is_pointwise(g, i)) continue;
+        fp->kind[i] = FK_INLINE;
+        compute_costs(g, fp);
+        if (fp->cost[i] > 1) {
             fp->kind[i] = FK_MAT;
+            compute_costs(g, fp);
         }
     }
     /* Exact costs now; cap the size of inlined expressions. */

@@ -10,8 +10,10 @@
  * im2col pack, a reduction) — unless storing it is cheaper: it is MAT
  * (materialised into a buffer by a kernel of its own) when two or more
  * kernels of the same pass (forward or backward) would otherwise evaluate
- * it and it costs more than one load, or its inlined expression grows too
- * large. GEMM-based ops, weight norm, reductions and the likelihood are
+ * it and it costs more than one load, when one kernel of each pass reads it
+ * and it has fewer channels than the stored values it is computed from
+ * (storing it keeps less alive into backward: the residual sum x + gate),
+ * or when its inlined expression grows too large. GEMM-based ops, weight norm, reductions and the likelihood are
  * always MAT. Forward values that backward reads are recomputed there from
  * stored values when INLINE (dropout masks included), never stored for it.
  *
