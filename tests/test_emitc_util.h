@@ -25,9 +25,9 @@ typedef struct EmNet {
     char dir[64];
 } EmNet;
 
-/* Compile models/<model>.yaml with sets, differentiate, lower, emit, build
- * (cc ... extra_cflags) and load. Fails the test on any error. */
-static inline void em_build(EmNet *e, const char *model, const char *const *sets, int nsets, const char *extra_cflags) {
+/* Compile models/<model>.yaml with sets, differentiate, lower; make a
+ * fresh temporary directory. Fails the test on any error. */
+static inline void em_prepare(EmNet *e, const char *model, const char *const *sets, int nsets) {
     memset(e, 0, sizeof *e);
     diag_init(&e->dl);
     char path[4096];
@@ -48,9 +48,27 @@ static inline void em_build(EmNet *e, const char *model, const char *const *sets
     e->pl = ir_param_layout(&e->g);
     snprintf(e->dir, sizeof e->dir, "/tmp/pxc_emitc_XXXXXX");
     if (!mkdtemp(e->dir)) fail_msg("mkdtemp failed");
+}
+
+/* em_prepare, then emit into the directory, build (cc ... extra_cflags) and load. */
+static inline void em_build(EmNet *e, const char *model, const char *const *sets, int nsets, const char *extra_cflags) {
+    em_prepare(e, model, sets, nsets);
     char err[16384];
     if (emitc_build_and_load(e->p, e->dir, extra_cflags, &e->m, err, sizeof err) != 0)
         fail_msg("emitted C does not build or load:\n%s", err);
+}
+
+/* em_prepare, then write model.h and model.c into the directory. */
+static inline void em_emit(EmNet *e, const char *model, const char *const *sets, int nsets) {
+    em_prepare(e, model, sets, nsets);
+    char hp[128], cp[128];
+    snprintf(hp, sizeof hp, "%s/model.h", e->dir);
+    snprintf(cp, sizeof cp, "%s/model.c", e->dir);
+    FILE *h = fopen(hp, "w"), *c = fopen(cp, "w");
+    assert_true(h && c);
+    assert_int_equal(emitc_program(e->p, h, c, NULL), 0);
+    assert_int_equal(fclose(h), 0);
+    assert_int_equal(fclose(c), 0);
 }
 
 static inline void em_free(EmNet *e) {
