@@ -8,9 +8,11 @@
  *   pointwise MAT      one pass: rows of the image in parallel, the node's
  *                      whole inlined expression per channel segment
  *   conv2d             im2col pack (causal padding folded in, the input's
- *                      inlined expression — concat_elu, dropout — folded
- *                      into the pack) + sgemm; the bias is never added by
- *                      a pass of its own: readers add it (NV_RAW)
+ *                      inlined expression — concat_elu — folded into the
+ *                      pack; a dropout, a hash per element, is computed
+ *                      once into scratch first, as the pack repeats every
+ *                      element kh*kw times) + sgemm; the bias is never
+ *                      added by a pass of its own: readers add it (NV_RAW)
  *   nin (1x1 conv)     sgemm straight on the input buffer when it is one
  *   deconv2d           sgemm to columns + a gather (col2im) that adds bias
  *   conv2d_dx          sgemm with w^T + gather;   conv2d_dw: pack + sgemm A^T
@@ -621,6 +623,16 @@ static void build_pack(KB *kb, void *vctx) {
 
 static bool geo_eq(const PackGeo *a, const PackGeo *b) { return memcmp(a, b, sizeof *a) == 0; }
 
+/* Does the inlined expression of node draw dropout masks (when training)? */
+static bool has_dropout(const Lower *L, int node) {
+    if (L->val[node].kind != NV_INLINE) return false;
+    const Node *nd = ND(L, node);
+    if (nd->op == IR_DROPOUT && nd->a.p > 0) return true;
+    for (int k = 0; k < nd->nin; k++)
+        if (has_dropout(L, nd->in[k])) return true;
+    return false;
+}
+
 /* The pack of src with geometry g (cached within the entry). */
 static int pack(Lower *L, int src, const PackGeo *g, const char *note) {
     for (int i = 0; i < L->npack; i++)
@@ -630,7 +642,18 @@ static int pack(Lower *L, int src, const PackGeo *g, const char *note) {
     snprintf(what, sizeof what, "pack %dx%d/%d", g->kh, g->kw, g->S);
     int col = new_arena_buf(L, what, src, 4LL * g->Ho * g->Wo * g->kh * g->kw * C, true);
     PackCtx pc = {src, col, *g};
+    NodeVal saved = L->val[src];
+    if (g->kh * g->kw > 1 && has_dropout(L, src)) {
+        /* a pack repeats each input element kh*kw times: compute a dropout
+         * (a hash per element) once into a scratch buffer, then copy */
+        int tmp = new_arena_buf(L, "before packing", src, 4 * numel(L, src), true);
+        PwCtx pw = {src, tmp};
+        emit_kernel(L, "ew", build_pointwise, &pw, note);
+        L->val[src].kind = NV_BUF;
+        L->val[src].buf = tmp;
+    }
     emit_kernel(L, "pack", build_pack, &pc, note);
+    L->val[src] = saved;
     if (L->npack == L->cpack) {
         L->cpack = L->cpack ? 2 * L->cpack : 16;
         L->pack_key_node = xrealloc(L->pack_key_node, (size_t)L->cpack * sizeof(int));
