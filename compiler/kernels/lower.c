@@ -39,7 +39,7 @@
 
 #define NCHUNK 16   /* reductions split the batch into this many parallel chunks */
 
-enum { NV_NONE, NV_BUF, NV_RAW, NV_CONST, NV_INLINE };
+enum { NV_NONE, NV_BUF, NV_RAW, NV_CONST, NV_INLINE, NV_ABSORBED /* summed into another GEMM's output */ };
 
 typedef struct NodeVal {
     int kind;
@@ -61,6 +61,8 @@ typedef struct Lower {
     KirGuard guard;     /* guard of the steps being emitted */
     int *param_buf;     /* per PARAM node: its KB_PARAMS buffer */
     int *grad_param;    /* per node: the PARAM whose gradient it is, -1 */
+    int *nuses;         /* per node: inputs of other nodes that are it */
+    int *user;          /* per node: its last consumer */
     int x_buf, labels_buf, out_buf, nll_buf, dl_buf;
     int part_buf, ret_buf;   /* KB_STACK: per-chunk partial sums, the returned sum */
     int *pack_key_node;      /* pack cache of the current entry */
@@ -399,6 +401,7 @@ static KirExpr *val(KB *kb, int node, KirExpr *ch, int64_t lo) {
         return e;
     }
     case NV_INLINE: return inline_val(kb, node, ch, lo);
+    case NV_ABSORBED: pxc_bug("%%%d %s read alone after it was summed into another GEMM", node, ir_op(nd->op)->name);
     default: pxc_bug("%%%d %s read before it is computed", node, ir_op(nd->op)->name);
     }
 }
@@ -1277,6 +1280,28 @@ static void emit_conv(Lower *L, int i, const char *note) {
         A = pack(L, x, &g, note), lda = K2;
     }
     bool to_out = L->entry == KE_FORWARD && i == L->g->out;
+    /* conv + conv summed and read nowhere else (a gated resnet's conv1 + nin):
+     * the second GEMM accumulates into the first's output (beta 1) */
+    int sum = L->nuses[i] == 1 ? L->user[i] : -1, other = -1;
+    if (sum >= 0 && !init && !to_out && ND(L, sum)->op == IR_ADD && sum != L->g->out) {
+        other = ND(L, sum)->in[0] == i ? ND(L, sum)->in[1] : ND(L, sum)->in[0];
+        const NodeVal *ov = &L->val[other];
+        if (other == i || ND(L, other)->op != IR_CONV2D || L->nuses[other] != 1 || ov->kind != NV_RAW ||
+            ov->nbias + (b >= 0) > 2 || !shape_eq(ND(L, other)->shape, nd->shape) || L->val[sum].kind == NV_BUF)
+            other = -1;
+    }
+    if (other >= 0) {
+        NodeVal *ov = &L->val[other];
+        GemmCtx gc = gemm_ctx(A, wb, ov->buf, i);
+        gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = 1;
+        gemm(L, gc, note);
+        NodeVal *sv = &L->val[sum];
+        *sv = *ov;
+        if (b >= 0) sv->bias[sv->nbias++] = b;
+        L->val[i].kind = NV_ABSORBED;
+        L->val[other].kind = NV_ABSORBED;
+        return;
+    }
     int out = to_out ? L->out_buf : value_buf(L, i, "raw");
     float beta = 0;
     if (to_out && b >= 0) {
@@ -1664,7 +1689,11 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
     L->val = xcalloc((size_t)g->n, sizeof *L->val);
     L->param_buf = xmalloc((size_t)g->n * sizeof(int));
     L->grad_param = xmalloc((size_t)g->n * sizeof(int));
-    for (int i = 0; i < g->n; i++) L->param_buf[i] = L->grad_param[i] = -1;
+    L->nuses = xcalloc((size_t)g->n, sizeof(int));
+    L->user = xmalloc((size_t)g->n * sizeof(int));
+    for (int i = 0; i < g->n; i++) L->param_buf[i] = L->grad_param[i] = L->user[i] = -1;
+    for (int i = 0; i < g->n; i++)
+        for (int k = 0; k < g->nodes[i].nin; k++) L->nuses[g->nodes[i].in[k]]++, L->user[g->nodes[i].in[k]] = i;
 
     /* metadata and the parameter table */
     P->height = g->H, P->width = g->W, P->channels = g->C, P->classes = g->classes;
@@ -1713,6 +1742,8 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
     free(L->val);
     free(L->param_buf);
     free(L->grad_param);
+    free(L->nuses);
+    free(L->user);
     free(L->pack_key_node);
     free(L->pack_key_geo);
     free(L->pack_buf);
