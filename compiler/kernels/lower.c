@@ -19,8 +19,9 @@
  *   deconv2d_dx / _dw  pack of dy + sgemm (the two share the pack)
  *   wnorm              per-channel norms + scaling; wnorm_dv/dg fused
  *   bias_grad, class_bias_dhw   reductions (float64 accumulators)
- *   dmol_nll (+ its gradient in training)   one per-pixel pass with the
- *                      batch's loss accumulated in chunks
+ *   dmol_nll / softmax_nll (+ its gradient in training)   one per-pixel
+ *                      pass with the batch's loss accumulated in chunks
+ *   conv + nin summed  the second GEMM accumulates into the first's output
  *
  * Values are read through val(): a load from a buffer (plus bias for
  * NV_RAW), a constant, or the inlined expression of the node at a pixel
@@ -1154,6 +1155,64 @@ static void build_dmol(KB *kb, void *vctx) {
 #undef LOC
 }
 
+/* The 256-way softmax per sub-pixel (same context and chunking as the
+ * mixture): nll = sum_c logsumexp(z_c) - z_c[v_c], v_c = round((x_c+1) 127.5)
+ * clamped to [0,255], picked by comparing against every j (no float-to-int
+ * conversion in the IR); dl_j = dnll (softmax_j - [j == v_c]). */
+static void build_softmax(KB *kb, void *vctx) {
+    DmolCtx *c = vctx;
+    Lower *L = kb->L;
+    KirFunc *fn = kb->fn;
+    int C = c->C, K = 256 * C;
+    kb_note(kb, c->node);
+    int la = kb_arg(kb, c->l, false, "l"), xa = kb_arg(kb, c->x, false, "x");
+    int nlla = c->nll >= 0 ? kb_arg(kb, c->nll, true, "nll") : -1;
+    int dla = c->dl >= 0 ? kb_arg(kb, c->dl, true, "dl") : -1;
+    int parta = kb_arg(kb, c->part, true, "part");
+    int acc = kb_local(kb, KT_F64, 1), mx = kb_local(kb, KT_F32, 1), sm = kb_local(kb, KT_F32, 1);
+    int tg = kb_local(kb, KT_F32, 1), nl = kb_local(kb, KT_F32, 1);
+    KirStmt *lt = kir_loop(P, fn, NULL, ic(L, 0), ic(L, NCHUNK), KIR_LOOP_PARALLEL);
+    KirExpr *t = kir_var(P, kir_loop_var(lt));
+    KirExpr *np = imulc(L, kir_batch(P), (int64_t)c->H * c->W);
+    kir_set(P, fn, lt, acc, NULL, kir_const_f64(P, 0));
+    KirStmt *lp_ = kir_loop(P, fn, lt, idiv(L, imul(L, t, np), ic(L, NCHUNK)), idiv(L, imul(L, iaddc(L, t, 1), np), ic(L, NCHUNK)), 0);
+    KirExpr *p = kir_var(P, kir_loop_var(lp_));
+    kir_set(P, fn, lp_, nl, NULL, fc(L, 0));
+    for (int ch = 0; ch < C; ch++) {
+        KirExpr *zb = iaddc(L, imulc(L, p, K), 256 * ch);
+        KirExpr *tv = fmul(L, fadd(L, kir_load(P, fn, xa, iaddc(L, imulc(L, p, C), ch)), fc(L, 1)), fc(L, 127.5));
+        tv = kb_let(kb, lp_, kir_op2(P, KX_MIN, kir_op2(P, KX_MAX, tv, fc(L, 0)), fc(L, 255)));
+        kir_set(P, fn, lp_, mx, NULL, fc(L, -INFINITY));
+        kir_set(P, fn, lp_, tg, NULL, fc(L, 0));
+        KirStmt *lj = kir_loop(P, fn, lp_, ic(L, 0), ic(L, 256), 0);
+        KirExpr *j = kir_var(P, kir_loop_var(lj));
+        KirExpr *z = kir_load(P, fn, la, iadd(L, zb, j));
+        KirExpr *hit = cmp(L, KX_LT, kir_op1(P, KX_ABS, fsub(L, tv, kir_cast(P, KT_F32, j))), fc(L, 0.5));
+        kir_set(P, fn, lj, mx, NULL, kir_op2(P, KX_MAX, kir_local(P, fn, mx, NULL), z));
+        kir_set(P, fn, lj, tg, NULL, fadd(L, kir_local(P, fn, tg, NULL), fsel(L, hit, z, fc(L, 0))));
+        kir_set(P, fn, lp_, sm, NULL, fc(L, 0));
+        lj = kir_loop(P, fn, lp_, ic(L, 0), ic(L, 256), 0);
+        j = kir_var(P, kir_loop_var(lj));
+        z = kir_load(P, fn, la, iadd(L, zb, j));
+        kir_set(P, fn, lj, sm, NULL, fadd(L, kir_local(P, fn, sm, NULL), fexp(L, fsub(L, z, kir_local(P, fn, mx, NULL)))));
+        KirExpr *lse = kb_let(kb, lp_, fadd(L, kir_local(P, fn, mx, NULL), kir_op1(P, KX_LOG, kir_local(P, fn, sm, NULL))));
+        kir_set(P, fn, lp_, nl, NULL, fadd(L, kir_local(P, fn, nl, NULL), fsub(L, lse, kir_local(P, fn, tg, NULL))));
+        if (dla >= 0) {
+            KirExpr *scale = c->dnll_node >= 0 ? fc(L, L->val[c->dnll_node].c) : fc(L, 1);
+            lj = kir_loop(P, fn, lp_, ic(L, 0), ic(L, 256), 0);
+            j = kir_var(P, kir_loop_var(lj));
+            z = kir_load(P, fn, la, iadd(L, zb, j));
+            hit = cmp(L, KX_LT, kir_op1(P, KX_ABS, fsub(L, tv, kir_cast(P, KT_F32, j))), fc(L, 0.5));
+            KirExpr *g = fsub(L, fexp(L, fsub(L, z, lse)), fsel(L, hit, fc(L, 1), fc(L, 0)));
+            kir_store(P, fn, lj, dla, iadd(L, zb, j), fmul(L, scale, g));
+        }
+    }
+    KirExpr *nll = kir_local(P, fn, nl, NULL);
+    kir_set(P, fn, lp_, acc, NULL, fadd(L, kir_local(P, fn, acc, NULL), kir_cast(P, KT_F64, nll)));
+    if (nlla >= 0) kir_store(P, fn, lp_, nlla, p, nll);
+    kir_store(P, fn, lt, parta, t, kir_local(P, fn, acc, NULL));
+}
+
 /* ret = sum of the NCHUNK partial sums */
 typedef struct SumCtx {
     int part, ret;
@@ -1493,8 +1552,9 @@ static void emit_reduce(Lower *L, int i, const char *note) {
 }
 
 static int find_dmol_bwd(const Lower *L, int nllnode) {
+    OpKind want = ND(L, nllnode)->op == IR_DMOL_NLL ? IR_DMOL_NLL_BWD : IR_SOFTMAX_NLL_BWD;
     for (int k = L->g->nfwd; k < L->g->n; k++)
-        if (ND(L, k)->op == IR_DMOL_NLL_BWD && ND(L, k)->in[0] == ND(L, nllnode)->in[0]) return k;
+        if (ND(L, k)->op == want && ND(L, k)->in[0] == ND(L, nllnode)->in[0]) return k;
     return -1;
 }
 
@@ -1508,6 +1568,7 @@ static void emit_dmol_forward(Lower *L, int i, const char *note) {
     DmolCtx c = {i, L->val[lnode].buf, L->val[xnode].buf, L->nll_buf, -1, L->part_buf, -1,
                  (int)nd->shape.d[0], (int)nd->shape.d[1], (int)chans(L, xnode), nd->a.nr_mix};
     int bwd = L->g->grad ? find_dmol_bwd(L, i) : -1;
+    bool sm = nd->op == IR_SOFTMAX_NLL;
     KirGuard saved = L->guard;
     if (bwd >= 0) {
         int dnll = ND(L, bwd)->in[2];
@@ -1520,11 +1581,11 @@ static void emit_dmol_forward(Lower *L, int i, const char *note) {
         L->val[bwd].kind = NV_BUF;
         L->val[bwd].buf = c.dl;
         L->guard.training = 1;
-        emit_kernel(L, "dmol_nll_grad", build_dmol, &c, note);
+        emit_kernel(L, sm ? "softmax_nll_grad" : "dmol_nll_grad", sm ? build_softmax : build_dmol, &c, note);
         L->guard.training = 0;
         c.dl = -1;
     }
-    emit_kernel(L, "dmol_nll", build_dmol, &c, note);
+    emit_kernel(L, sm ? "softmax_nll" : "dmol_nll", sm ? build_softmax : build_dmol, &c, note);
     L->guard = saved;
     L->val[i].kind = NV_BUF;
     L->val[i].buf = L->nll_buf;
@@ -1560,6 +1621,7 @@ static void emit_node(Lower *L, int i) {
     case IR_WNORM_DV: case IR_WNORM_DG: emit_wnorm_bwd(L, i, note); return;
     case IR_BIAS_GRAD: case IR_CLASS_BIAS_DHW: emit_reduce(L, i, note); return;
     case IR_DMOL_NLL:
+    case IR_SOFTMAX_NLL:
         if (L->entry == KE_FORWARD) emit_dmol_forward(L, i, note);
         return;
     case IR_SUM:
@@ -1573,7 +1635,9 @@ static void emit_node(Lower *L, int i) {
         }
         return;
     case IR_DMOL_NLL_DX: unsupported(L, i, "gradients with respect to the image"); return;
-    case IR_SOFTMAX_NLL: case IR_SOFTMAX_NLL_BWD: unsupported(L, i, "not implemented yet"); return;
+    case IR_DMOL_NLL_BWD: case IR_SOFTMAX_NLL_BWD:
+        unsupported(L, i, "a likelihood gradient not seeded by the loss sum");
+        return;
     default: unsupported(L, i, "no lowering"); return;
     }
 }
@@ -1642,7 +1706,9 @@ static void lower_loss(Lower *L) {
         L->guard = kir_always();
         L->guard.if_nonnull = (with_nll ? 1u << KB_NLL : 0) | (with_dl ? 1u << KB_DL : 0);
         L->guard.if_null = (with_nll ? 0 : 1u << KB_NLL) | (with_dl ? 0 : 1u << KB_DL);
-        emit_kernel(L, with_dl ? "dmol_nll_grad" : "dmol_nll", build_dmol, &c, "the likelihood");
+        bool sm = nd->op == IR_SOFTMAX_NLL;
+        emit_kernel(L, sm ? (with_dl ? "softmax_nll_grad" : "softmax_nll") : (with_dl ? "dmol_nll_grad" : "dmol_nll"),
+                    sm ? build_softmax : build_dmol, &c, "the likelihood");
     }
     L->guard = kir_always();
     SumCtx s = {L->part_buf, L->ret_buf};
@@ -1664,6 +1730,22 @@ static void lower_init(Lower *L) {
     }
 }
 
+bool kir_valid_name(const char *s) {
+    static const char *const reserved[] = {
+        "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
+        "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
+        "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while",
+        "main", "n", "seed", "params", "x", "labels", "arena", "out", "nll", "grad", "l", "dl", "stack", "ar"};
+    if (!s || !*s || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_')) return false;
+    for (const char *c = s; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_')) return false;
+    if (strncmp(s, "pxc_", 4) == 0 || strncmp(s, "PXC_", 4) == 0 || (s[0] == 'k' && s[1] >= '0' && s[1] <= '9'))
+        return false;
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strcmp(s, reserved[i]) == 0) return false;
+    return strlen(s) < 64;
+}
+
 KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
     Lower Lv, *L = &Lv;
     memset(L, 0, sizeof *L);
@@ -1676,9 +1758,17 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
         return NULL;
     }
     const Node *nllnode = &g->nodes[g->nll];
-    if (nllnode->op != IR_DMOL_NLL) {
-        diag_error(dl, nllnode->loc, "the kernel back end supports the logistic mixture likelihood only (found %s)",
+    if (nllnode->op != IR_DMOL_NLL && nllnode->op != IR_SOFTMAX_NLL) {
+        diag_error(dl, nllnode->loc,
+                   "the kernel back end supports the logistic mixture and 256-way softmax likelihoods (found %s)",
                    ir_op(nllnode->op)->name);
+        return NULL;
+    }
+    if (opt && opt->name && !kir_valid_name(opt->name)) {
+        diag_error(dl, srcloc_none(),
+                   "the model name '%s' cannot name emitted C: expected a C identifier (letters, digits, '_'; "
+                   "not a keyword, not starting with 'pxc_' or 'k' and a digit)",
+                   opt->name);
         return NULL;
     }
     Graph gv = *g;   /* a graph without backward runs forward only */
@@ -1697,8 +1787,8 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
 
     /* metadata and the parameter table */
     P->height = g->H, P->width = g->W, P->channels = g->C, P->classes = g->classes;
-    P->head = PXC_HEAD_LOGISTIC_MIXTURE;
-    P->nr_mix = nllnode->a.nr_mix;
+    P->head = nllnode->op == IR_DMOL_NLL ? PXC_HEAD_LOGISTIC_MIXTURE : PXC_HEAD_SOFTMAX256;
+    P->nr_mix = nllnode->op == IR_DMOL_NLL ? nllnode->a.nr_mix : 0;
     P->out_channels = (int)g->nodes[g->out].shape.d[2];
     ParamLayout pl = ir_param_layout(g);
     P->params = arena_alloc(&P->arena, (size_t)(pl.n ? pl.n : 1) * sizeof *P->params);
