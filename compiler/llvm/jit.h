@@ -1,0 +1,164 @@
+/*
+ * jit.h — compiler/llvm, pxc's in-process back end: LLVM IR built through the
+ * LLVM-C API, optimised at O3 for the host CPU (its name and feature string,
+ * so AVX-512 where present), compiled to objects on two threads, linked by
+ * ORC LLJIT, and handed out as C-ABI function pointers.
+ *
+ * A Jit session owns one LLJIT. Work arrives as units: a unit is a callback
+ * that builds one or more functions into a module (each compile thread has
+ * its own LLVMContext and TargetMachine, so callbacks must only read shared
+ * data). Objects are cached on disk, keyed by a canonical text of what the
+ * units build plus the CPU, features, LLVM and pxc versions.
+ *
+ * Every LLVM failure (verifier, pass pipeline, codegen, linking, symbol
+ * lookup) becomes an error in the caller's DiagList; pxc never aborts on one.
+ * Such errors are pxc bugs, not spec errors, and their messages say so.
+ *
+ * Not here: kernel scheduling, memory planning (compiler/kernels), the C
+ * emitter (compiler/c).
+ */
+#ifndef PXC_JIT_H
+#define PXC_JIT_H
+
+#include "../base/base.h"
+
+/* ---- options and timings -------------------------------------------------- */
+
+typedef struct JitOptions {
+    int threads;              /* compile threads (default 2) */
+    int opt_level;            /* 0..3 (default 3): "default<O%d>" */
+    int units_per_module;     /* units grouped into one LLVM module (default 8) */
+    bool use_cache;           /* default true */
+    const char *cache_dir;    /* NULL: $PXC_CACHE_DIR, else $XDG_CACHE_HOME/pxc, else ~/.cache/pxc */
+    bool dedup;               /* jit_compile: one function per distinct kernel (default true) */
+    const char *dump_dir;     /* when set: write each module's optimised IR there as module_<i>.ll */
+} JitOptions;
+
+JitOptions jit_options_default(void);
+
+/* Where the time of the last compile went (seconds). IR build, optimise and
+ * codegen are summed over the compile threads; compile_wall is their wall
+ * time. For `pxc ... -v`. */
+typedef struct JitTimings {
+    double ir_build, optimise, codegen;
+    double compile_wall;
+    double link;              /* adding objects to the JIT + resolving entry points */
+    double cache_load, cache_store;
+    double total;
+    int units, modules;
+    size_t object_bytes;
+    int kernels, kernels_unique;     /* jit_compile: before / after dedup */
+    bool cache_hit;
+    char cache_note[160];     /* why a cache entry was not used ("", "absent", "checksum mismatch", ...) */
+} JitTimings;
+
+/* "jit: 312 kernels (141 unique) in 18 modules; IR 0.05 s, optimise 0.61 s, ..." */
+void jit_timings_print(const JitTimings *t, FILE *f);
+
+/* ---- the session ------------------------------------------------------------ */
+
+typedef struct Jit Jit;
+
+/* NULL (with an error in dl) when LLVM cannot target this host. opt may be NULL. */
+Jit *jit_create(const JitOptions *opt, DiagList *dl);
+/* Frees the JIT and all code it produced. */
+void jit_free(Jit *j);
+
+/* The host as LLVM sees it (owned by the session). */
+const char *jit_cpu_name(const Jit *j);
+const char *jit_cpu_features(const Jit *j);
+const char *jit_triple(const Jit *j);
+
+/* A symbol JIT code may call or read. */
+typedef struct JitSymbol {
+    const char *name;
+    void *addr;
+} JitSymbol;
+
+/* Make symbols visible to JIT code (each name at most once per session). */
+bool jit_define_symbols(Jit *j, const JitSymbol *syms, int n, DiagList *dl);
+/* The runtime pxc's kernels call: cblas_sgemm, logf, log1pf, expf, tanhf,
+ * jit_rt_parallel_for, jit_rt_uniform, ... (see jit_runtime_symbols). Also
+ * sets OpenBLAS to one thread: pxc splits GEMMs over its own threads. */
+bool jit_add_runtime_symbols(Jit *j, DiagList *dl);
+const JitSymbol *jit_runtime_symbols(int *n);
+
+/* ---- compiling units ----------------------------------------------------------- */
+
+struct JitIR;   /* jit_ir.h: context, module, builder and types of a compile thread */
+
+/* Build the unit's functions into ir->mod. Runs on a compile thread. Returns
+ * false after adding an error to dl (a per-thread list, merged afterwards). */
+typedef bool (*JitBuildFn)(struct JitIR *ir, void *arg, DiagList *dl);
+
+typedef struct JitUnit {
+    const char *name;     /* for messages */
+    JitBuildFn build;
+    void *arg;
+    bool interleave;      /* keep loop interleaving and unrolling (reductions);
+                             false compiles faster (elementwise loops) */
+} JitUnit;
+
+/* Compile the units and add them to the session. key (len bytes) is the
+ * canonical text of everything the units build; with the cache on, an
+ * entry for (key, CPU, features, LLVM, pxc) is reused instead of compiling,
+ * and a missing or unusable entry is (re)written. key NULL: no caching.
+ * Units are grouped into modules in order; modules compile on opt.threads
+ * threads. Returns false with errors in dl. */
+bool jit_compile_units(Jit *j, const JitUnit *units, int n, const void *key, size_t len, DiagList *dl);
+
+/* Address of a function or global that compiled code defines (linking its
+ * object on first use); NULL with an error in dl when it is missing or its
+ * object cannot be linked. */
+void *jit_lookup(Jit *j, const char *name, DiagList *dl);
+
+const JitTimings *jit_timings(const Jit *j);
+
+/* ---- the object cache (jit_cache.c) ---------------------------------------------- */
+
+/* An object file in memory. */
+typedef struct JitObject {
+    void *data;
+    size_t len;
+} JitObject;
+
+/* What an entry is keyed by. */
+typedef struct JitCacheKey {
+    uint64_t hash[2];       /* of the canonical kernel text */
+    const char *cpu, *features, *llvm_version, *pxc_version;
+} JitCacheKey;
+
+/* The cache directory for opt (malloc'd), or NULL when the cache is off. */
+char *jit_cache_dir(const JitOptions *opt);
+/* The entry's file name inside dir (malloc'd). */
+char *jit_cache_path(const char *dir, const JitCacheKey *key);
+/* 1: hit, objs/nobjs filled (free with jit_objects_free). 0: miss — absent,
+ * truncated, corrupt, another version or another key; the reason goes to
+ * note. Never fails harder than a miss. */
+int jit_cache_load(const char *dir, const JitCacheKey *key, JitObject **objs, int *nobjs, char *note,
+                   size_t notelen);
+/* Write an entry atomically (temporary file, fsync, rename). 0 or -1 with
+ * the reason in note. */
+int jit_cache_store(const char *dir, const JitCacheKey *key, const JitObject *objs, int nobjs, char *note,
+                    size_t notelen);
+void jit_objects_free(JitObject *objs, int n);
+
+/* The on-disk format, for tests that corrupt entries on purpose. */
+#define JIT_CACHE_MAGIC "PXCOBJ\r\n"   /* 8 bytes */
+#define JIT_CACHE_FORMAT 1
+
+/* ---- runtime entry points JIT code calls (jit_runtime.c) -------------------------- */
+
+/* body(ctx, lo, hi) over [0, n) split into contiguous chunks across pxc's
+ * compute threads (the caller plus one worker: two in all), waiting for all.
+ * Chunks are aligned to `align` elements (0/1: none). Serial when n is small,
+ * when called from inside a parallel region, or while another thread uses
+ * the pool. */
+typedef void (*JitRtBody)(void *ctx, int64_t lo, int64_t hi);
+void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align);
+/* Threads jit_rt_parallel_for uses (2). */
+int jit_rt_threads(void);
+/* pxc_uniform of pxc_model.h as a callable function. */
+float jit_rt_uniform(uint64_t seed, uint32_t stream, uint64_t index);
+
+#endif
