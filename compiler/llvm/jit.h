@@ -114,6 +114,25 @@ void *jit_lookup(Jit *j, const char *name, DiagList *dl);
 
 const JitTimings *jit_timings(const Jit *j);
 
+/* ---- compiling a kernel program (jit_kir.c) ------------------------------------- */
+
+struct KirProgram;   /* compiler/kernels/kir.h */
+struct pxc_model;    /* runtime/pxc_model.h */
+
+/* Print every kernel and entry of prog as LLVM IR, compile (or load from the
+ * object cache, keyed by kir_print's text) and link them in a session of
+ * their own, and return the model: forward, backward, loss, init and
+ * arena_bytes are JIT code; release() frees the session. NULL with errors
+ * in dl. */
+struct pxc_model *jit_compile(const struct KirProgram *prog, const JitOptions *opt, DiagList *dl);
+/* Timings of the compile that produced m (kernels: steps calling a kernel
+ * over all entries; kernels_unique: distinct functions); NULL when m does
+ * not come from jit_compile. */
+const JitTimings *jit_model_timings(const struct pxc_model *m);
+/* A kernel (KirFunc.name) or entry ("pxc_forward", ...) of a JIT model, for
+ * tests and debugging; NULL with an error in dl. */
+void *jit_model_lookup(const struct pxc_model *m, const char *name, DiagList *dl);
+
 /* ---- the object cache (jit_cache.c) ---------------------------------------------- */
 
 /* An object file in memory. */
