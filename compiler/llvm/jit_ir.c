@@ -9,6 +9,8 @@
 
 #include "../base/base.h"
 
+const char *jir_build_stamp(void) { return __DATE__ " " __TIME__; }
+
 void jir_init(JitIR *ir, LLVMContextRef ctx, LLVMModuleRef mod) {
     memset(ir, 0, sizeof *ir);
     ir->ctx = ctx;

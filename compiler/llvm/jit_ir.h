@@ -87,6 +87,9 @@ typedef struct JitIR {
 } JitIR;
 
 void jir_init(JitIR *ir, LLVMContextRef ctx, LLVMModuleRef mod);
+/* When this file was compiled: part of the object cache key, so a rebuilt
+ * pxc never reuses objects an older IR printer produced. */
+const char *jir_build_stamp(void);
 void jir_dispose(JitIR *ir);
 
 /* ---- constants ----------------------------------------------------------- */

@@ -33,7 +33,8 @@
 #include "jit_ir.h"
 
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
- * cache key includes it (and the build time of this file). */
+ * cache key includes it (and the build times of this file and jit_ir.c, so
+ * a rebuilt pxc never trusts objects an older printer made). */
 #define JIT_CODEGEN_VERSION 1
 
 /* A parallel loop runs serially below this many (estimated) inner iterations. */
@@ -861,7 +862,7 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
     size_t keylen = 0;
     FILE *kf = open_memstream(&key, &keylen);
     if (!kf) pxc_bug("open_memstream failed");
-    fprintf(kf, "pxc jit codegen %d built %s %s\n", JIT_CODEGEN_VERSION, __DATE__, __TIME__);
+    fprintf(kf, "pxc jit codegen %d built %s %s, %s\n", JIT_CODEGEN_VERSION, __DATE__, __TIME__, jir_build_stamp());
     kir_print(prog, kf);
     fclose(kf);
 
