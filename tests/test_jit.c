@@ -169,8 +169,8 @@ static void test_saxpy_sum_gemm(void **state) {
     o.dump_dir = dump;
     o.units_per_module = 1;
     Jit *j = new_jit(&o, &dl);
-    JitUnit units[3] = {{"saxpy", build_saxpy, NULL, false}, {"sum", build_sum, NULL, true},
-                        {"gemm", build_gemm, NULL, false}};
+    JitUnit units[3] = {{"saxpy", build_saxpy, NULL, JIT_TIER_HOT}, {"sum", build_sum, NULL, JIT_TIER_REDUCE},
+                        {"gemm", build_gemm, NULL, JIT_TIER_COLD}};
     assert_true(jit_compile_units(j, units, 3, NULL, 0, &dl));
     assert_int_equal(dl.nerrors, 0);
     assert_int_equal(jit_timings(j)->modules, 3);
@@ -210,7 +210,7 @@ static void test_saxpy_sum_gemm(void **state) {
             assert_true(fabs(C[m * NN + n] - c) < 1e-5);
         }
 
-    /* The reduction (module 1: interleaving units come after elementwise ones) was vectorised. */
+    /* The reduction was vectorised (whichever module holds it). */
     size_t n;
     char path[128];
     int found = 0;
@@ -236,7 +236,7 @@ static void test_parallel_fill(void **state) {
     DiagList dl;
     JitOptions o = no_cache();
     Jit *j = new_jit(&o, &dl);
-    JitUnit u = {"fill", build_fill, NULL, false};
+    JitUnit u = {"fill", build_fill, NULL, JIT_TIER_HOT};
     assert_true(jit_compile_units(j, &u, 1, NULL, 0, &dl));
     void (*fill)(float *, int64_t) = (void (*)(float *, int64_t))jit_lookup(j, "fill", &dl);
     assert_non_null(fill);
@@ -304,7 +304,7 @@ static void test_many_units(void **state) {
     Jit *j = new_jit(&o, &dl);
     enum { U = 20 };
     JitUnit units[U];
-    for (int k = 0; k < U; k++) units[k] = (JitUnit){"addk", build_addk, (void *)(intptr_t)k, false};
+    for (int k = 0; k < U; k++) units[k] = (JitUnit){"addk", build_addk, (void *)(intptr_t)k, JIT_TIER_HOT};
     assert_true(jit_compile_units(j, units, U, NULL, 0, &dl));
     assert_int_equal(jit_timings(j)->modules, 7);
     assert_int_equal(jit_timings(j)->units, U);
@@ -335,7 +335,7 @@ static void test_errors(void **state) {
     diag_init(&dl);
 
     /* a call to a symbol nobody defined: compiles, then cannot link */
-    JitUnit u = {"calls_missing", build_undefined, NULL, false};
+    JitUnit u = {"calls_missing", build_undefined, NULL, JIT_TIER_HOT};
     assert_true(jit_compile_units(j, &u, 1, NULL, 0, &dl));
     assert_null(jit_lookup(j, "calls_missing", &dl));
     assert_true(has_error(&dl, "pxc_no_such_function"));
@@ -343,7 +343,7 @@ static void test_errors(void **state) {
     diag_init(&dl);
 
     /* an invalid module */
-    JitUnit bad = {"invalid", build_invalid, NULL, false};
+    JitUnit bad = {"invalid", build_invalid, NULL, JIT_TIER_HOT};
     assert_false(jit_compile_units(j, &bad, 1, NULL, 0, &dl));
     assert_true(has_error(&dl, "invalid"));
     assert_true(has_error(&dl, "internal error"));
@@ -351,8 +351,8 @@ static void test_errors(void **state) {
     diag_init(&dl);
 
     /* a builder that reports its own error, beside good units */
-    JitUnit mixed[3] = {{"saxpy", build_saxpy, NULL, false}, {"k7", build_fails, NULL, false},
-                        {"sum", build_sum, NULL, true}};
+    JitUnit mixed[3] = {{"saxpy", build_saxpy, NULL, JIT_TIER_HOT}, {"k7", build_fails, NULL, JIT_TIER_HOT},
+                        {"sum", build_sum, NULL, JIT_TIER_REDUCE}};
     assert_false(jit_compile_units(j, mixed, 3, NULL, 0, &dl));
     assert_true(has_error(&dl, "frobnicate"));
     diag_free(&dl);
@@ -365,7 +365,7 @@ static void test_errors(void **state) {
     diag_init(&dl);
 
     /* the session still works */
-    JitUnit ok = {"addk", build_addk, (void *)(intptr_t)3, false};
+    JitUnit ok = {"addk", build_addk, (void *)(intptr_t)3, JIT_TIER_COLD};
     assert_true(jit_compile_units(j, &ok, 1, NULL, 0, &dl));
     void (*f)(float *, int64_t) = (void (*)(float *, int64_t))jit_lookup(j, "addk_3", &dl);
     assert_non_null(f);

@@ -203,7 +203,7 @@ static float run_session(const char *cache_dir, const char *key, int k, JitTimin
     o.cache_dir = cache_dir;
     Jit *j = jit_create(&o, &dl);
     assert_non_null(j);
-    JitUnit u = {"twice_plus", build_twice, (void *)(intptr_t)k, false};
+    JitUnit u = {"twice_plus", build_twice, (void *)(intptr_t)k, JIT_TIER_HOT};
     assert_true(jit_compile_units(j, &u, 1, key, strlen(key), &dl));
     float (*f)(float) = (float (*)(float))jit_lookup(j, "twice_plus", &dl);
     assert_non_null(f);

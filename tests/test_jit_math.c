@@ -60,7 +60,7 @@ static int setup(void **state) {
     jit = jit_create(&o, &dl);
     if (!jit || !jit_add_runtime_symbols(jit, &dl)) return -1;
     JitUnit u[NCASES];
-    for (int i = 0; i < NCASES; i++) u[i] = (JitUnit){cases[i].name, build_map, (void *)&cases[i], false};
+    for (int i = 0; i < NCASES; i++) u[i] = (JitUnit){cases[i].name, build_map, (void *)&cases[i], JIT_TIER_HOT};
     if (!jit_compile_units(jit, u, NCASES, NULL, 0, &dl)) {
         diag_print(&dl, stderr, false);
         return -1;

@@ -43,6 +43,7 @@ JitOptions jit_options_default(void) {
     o.use_cache = true;
     o.cache_dir = NULL;
     o.dedup = true;
+    o.tiering = true;
     return o;
 }
 
@@ -83,8 +84,9 @@ static void init_llvm(void) {
     LLVMInitializeNativeAsmPrinter();
 }
 
-/* A TargetMachine for the host, for one thread. NULL with an error in dl. */
-static LLVMTargetMachineRef host_tm(const Jit *j, DiagList *dl) {
+/* A TargetMachine for the host at codegen level `level` (0..3), for one
+ * thread. NULL with an error in dl. */
+static LLVMTargetMachineRef host_tm(const Jit *j, int level, DiagList *dl) {
     LLVMTargetRef target;
     char *err = NULL;
     if (LLVMGetTargetFromTriple(j->triple, &target, &err)) {
@@ -92,10 +94,10 @@ static LLVMTargetMachineRef host_tm(const Jit *j, DiagList *dl) {
         LLVMDisposeMessage(err);
         return NULL;
     }
-    LLVMCodeGenOptLevel lv = j->opt.opt_level <= 0   ? LLVMCodeGenLevelNone
-                             : j->opt.opt_level == 1 ? LLVMCodeGenLevelLess
-                             : j->opt.opt_level == 2 ? LLVMCodeGenLevelDefault
-                                                     : LLVMCodeGenLevelAggressive;
+    LLVMCodeGenOptLevel lv = level <= 0   ? LLVMCodeGenLevelNone
+                             : level == 1 ? LLVMCodeGenLevelLess
+                             : level == 2 ? LLVMCodeGenLevelDefault
+                                          : LLVMCodeGenLevelAggressive;
     /* The JIT defaults (static relocation, the JIT's large code model) are
      * what LLJIT itself uses; objects may land anywhere in the address space. */
     return LLVMCreateTargetMachine(target, j->triple, j->cpu, j->features, lv, LLVMRelocDefault,
@@ -122,7 +124,7 @@ Jit *jit_create(const JitOptions *opt, DiagList *dl) {
     j->features = xstrdup(s);
     LLVMDisposeMessage(s);
 
-    LLVMTargetMachineRef tm = host_tm(j, dl);
+    LLVMTargetMachineRef tm = host_tm(j, j->opt.opt_level, dl);
     if (!tm) goto fail;
     LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
     s = LLVMCopyStringRepOfTargetData(td);
@@ -186,33 +188,68 @@ bool jit_define_symbols(Jit *j, const JitSymbol *syms, int n, DiagList *dl) {
 
 typedef struct Group {
     int first, n;            /* indices into `order` */
-    bool interleave;
+    JitTier tier;
 } Group;
 
 typedef struct Work {
     Jit *j;
     const JitUnit *units;
-    const int *order;        /* units sorted: elementwise groups first */
+    const int *order;        /* units sorted by tier */
     Group *groups;
     int ngroups;
     atomic_int next;
     JitObject *objs;         /* [ngroups] */
 } Work;
 
+/* One compile thread: its own context, TargetMachines and pass options. */
 typedef struct ThreadOut {
     Work *w;
     DiagList dl;
-    double ir_build, optimise, codegen;
+    double ir_build, optimise, codegen;   /* thread CPU seconds */
+    LLVMTargetMachineRef tm[2];           /* [cold]: the codegen levels */
+    LLVMPassBuilderOptionsRef popt[JIT_TIER_COUNT];
 } ThreadOut;
 
-static bool compile_group(ThreadOut *o, LLVMContextRef ctx, LLVMTargetMachineRef tm,
-                          LLVMPassBuilderOptionsRef popt[2], int gi) {
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* LLVM's own diagnostics (remarks, "loop not vectorized" warnings): errors
+ * become pxc errors, the rest is dropped rather than printed. */
+static void llvm_diagnostic(LLVMDiagnosticInfoRef di, void *ctx) {
+    ThreadOut *o = ctx;
+    if (LLVMGetDiagInfoSeverity(di) != LLVMDSError) return;
+    char *m = LLVMGetDiagInfoDescription(di);
+    diag_error(&o->dl, srcloc_none(), "JIT: LLVM: %s (an internal error in pxc)", m ? m : "?");
+    LLVMDisposeMessage(m);
+}
+
+/* Hot tiers: the session's level (O3), vectorised, interleaved only for
+ * reductions, never unrolled beyond that (full unrolling of constant trip
+ * counts multiplies code size and compile time for little speed). Cold:
+ * O1 without vectorisation, and the fastest instruction selection. */
+static const char *tier_pipeline(const Jit *j, JitTier t, char *buf, size_t n) {
+    int lv = j->opt.opt_level < 0 ? 0 : j->opt.opt_level;
+    if (t == JIT_TIER_COLD && lv > 1) lv = 1;
+    snprintf(buf, n, "default<O%d>", lv);
+    return buf;
+}
+
+static bool compile_group(ThreadOut *o, LLVMContextRef ctx, int gi) {
     Work *w = o->w;
     Jit *j = w->j;
     Group *g = &w->groups[gi];
+    bool cold = g->tier == JIT_TIER_COLD;
+    if (!o->tm[cold]) {
+        o->tm[cold] = host_tm(j, cold ? 0 : j->opt.opt_level, &o->dl);
+        if (!o->tm[cold]) return false;
+    }
+    LLVMTargetMachineRef tm = o->tm[cold];
     char name[32];
     snprintf(name, sizeof name, "pxc_module_%d", gi);
-    double t0 = now_s();
+    double t0 = cpu_s();
     LLVMModuleRef m = LLVMModuleCreateWithNameInContext(name, ctx);
     LLVMSetTarget(m, j->triple);
     LLVMSetDataLayout(m, j->datalayout);
@@ -238,14 +275,14 @@ static bool compile_group(ThreadOut *o, LLVMContextRef ctx, LLVMTargetMachineRef
         ok = false;
     }
     LLVMDisposeMessage(msg);
-    double t1 = now_s();
+    double t1 = cpu_s();
     o->ir_build += t1 - t0;
     if (ok) {
         char passes[32];
-        snprintf(passes, sizeof passes, "default<O%d>", j->opt.opt_level < 0 ? 0 : j->opt.opt_level);
-        ok = check_llvm(LLVMRunPasses(m, passes, tm, popt[g->interleave]), &o->dl, "optimising");
+        tier_pipeline(j, g->tier, passes, sizeof passes);
+        ok = check_llvm(LLVMRunPasses(m, passes, tm, o->popt[g->tier]), &o->dl, "optimising");
     }
-    double t2 = now_s();
+    double t2 = cpu_s();
     o->optimise += t2 - t1;
     if (ok && j->opt.dump_dir) {
         char *path = xasprintf("%s/module_%d.ll", j->opt.dump_dir, gi);
@@ -271,31 +308,31 @@ static bool compile_group(ThreadOut *o, LLVMContextRef ctx, LLVMTargetMachineRef
         }
         LLVMDisposeMessage(err);
     }
-    o->codegen += now_s() - t2;
+    o->codegen += cpu_s() - t2;
     LLVMDisposeModule(m);
-    return ok;
+    return ok && !o->dl.nerrors;
 }
 
 static void *compile_thread(void *arg) {
     ThreadOut *o = arg;
     Work *w = o->w;
     LLVMContextRef ctx = LLVMContextCreate();
-    LLVMTargetMachineRef tm = host_tm(w->j, &o->dl);
-    LLVMPassBuilderOptionsRef popt[2];
-    for (int k = 0; k < 2; k++) {
-        popt[k] = LLVMCreatePassBuilderOptions();
-        LLVMPassBuilderOptionsSetLoopVectorization(popt[k], 1);
-        LLVMPassBuilderOptionsSetSLPVectorization(popt[k], 1);
-        LLVMPassBuilderOptionsSetLoopInterleaving(popt[k], k);
-        LLVMPassBuilderOptionsSetLoopUnrolling(popt[k], k);
+    LLVMContextSetDiagnosticHandler(ctx, llvm_diagnostic, o);
+    for (int t = 0; t < JIT_TIER_COUNT; t++) {
+        o->popt[t] = LLVMCreatePassBuilderOptions();
+        LLVMPassBuilderOptionsSetLoopVectorization(o->popt[t], t != JIT_TIER_COLD);
+        LLVMPassBuilderOptionsSetSLPVectorization(o->popt[t], t != JIT_TIER_COLD);
+        LLVMPassBuilderOptionsSetLoopInterleaving(o->popt[t], t == JIT_TIER_REDUCE);
+        LLVMPassBuilderOptionsSetLoopUnrolling(o->popt[t], 0);
     }
-    while (tm) {
+    for (;;) {
         int gi = atomic_fetch_add(&w->next, 1);
         if (gi >= w->ngroups) break;
-        if (!compile_group(o, ctx, tm, popt, gi)) atomic_store(&w->next, w->ngroups);  /* stop early */
+        if (!compile_group(o, ctx, gi)) atomic_store(&w->next, w->ngroups);  /* stop early */
     }
-    for (int k = 0; k < 2; k++) LLVMDisposePassBuilderOptions(popt[k]);
-    if (tm) LLVMDisposeTargetMachine(tm);
+    for (int t = 0; t < JIT_TIER_COUNT; t++) LLVMDisposePassBuilderOptions(o->popt[t]);
+    for (int k = 0; k < 2; k++)
+        if (o->tm[k]) LLVMDisposeTargetMachine(o->tm[k]);
     LLVMContextDispose(ctx);
     return NULL;
 }
@@ -306,17 +343,21 @@ static bool compile_all(Jit *j, const JitUnit *units, int n, JitObject **objs_ou
     int *order = xmalloc((size_t)n * sizeof *order);
     Group *groups = xmalloc((size_t)n * sizeof *groups);
     int no = 0, ng = 0;
-    for (int pass = 0; pass < 2; pass++) {
+    /* the slowest tier first, so the two threads finish together */
+    static const JitTier tiers[JIT_TIER_COUNT] = {JIT_TIER_REDUCE, JIT_TIER_HOT, JIT_TIER_COLD};
+    for (int ti = 0; ti < JIT_TIER_COUNT; ti++) {
         int start = no;
         for (int i = 0; i < n; i++)
-            if ((int)units[i].interleave == pass) order[no++] = i;
+            if (units[i].tier == tiers[ti]) order[no++] = i;
         for (int s = start; s < no; s += j->opt.units_per_module) {
             groups[ng].first = s;
             groups[ng].n = no - s < j->opt.units_per_module ? no - s : j->opt.units_per_module;
-            groups[ng].interleave = pass;
+            groups[ng].tier = tiers[ti];
             ng++;
         }
     }
+    for (int i = 0; i < n; i++)
+        if ((unsigned)units[i].tier >= JIT_TIER_COUNT) pxc_bug("JIT unit '%s' has tier %d", units[i].name, (int)units[i].tier);
     Work w = {.j = j, .units = units, .order = order, .groups = groups, .ngroups = ng};
     atomic_init(&w.next, 0);
     w.objs = xcalloc((size_t)(ng ? ng : 1), sizeof *w.objs);
@@ -400,6 +441,8 @@ bool jit_compile_units(Jit *j, const JitUnit *units, int n, const void *key, siz
     j->t.kernels = kernels;
     j->t.kernels_unique = unique;
     j->t.units = n;
+    for (int i = 0; i < n; i++)
+        if ((unsigned)units[i].tier < JIT_TIER_COUNT) j->t.units_tier[units[i].tier]++;
     drain_reported(j, dl);
     char *dir = key && j->opt.use_cache ? jit_cache_dir(&j->opt) : NULL;
     JitCacheKey ck;
@@ -460,9 +503,11 @@ void jit_timings_print(const JitTimings *t, FILE *f) {
                 t->units, t->modules, (double)t->object_bytes / 1024, t->cache_load, t->link, t->total);
     else
         fprintf(f,
-                "jit: %d units in %d modules (%.1f KiB of code); IR %.3f s, optimise %.3f s, codegen %.3f s "
-                "(thread sum; wall %.3f s); link %.3f s; cache %s%s%.3f s; total %.3f s\n",
-                t->units, t->modules, (double)t->object_bytes / 1024, t->ir_build, t->optimise, t->codegen,
+                "jit: %d units (%d hot, %d reduce, %d cold) in %d modules (%.1f KiB of code); IR %.3f s, "
+                "optimise %.3f s, codegen %.3f s (CPU, both threads; wall %.3f s); link %.3f s; cache %s%s%.3f s; "
+                "total %.3f s\n",
+                t->units, t->units_tier[JIT_TIER_HOT], t->units_tier[JIT_TIER_REDUCE], t->units_tier[JIT_TIER_COLD],
+                t->modules, (double)t->object_bytes / 1024, t->ir_build, t->optimise, t->codegen,
                 t->compile_wall, t->link, t->cache_note[0] ? t->cache_note : "miss", t->cache_note[0] ? ", " : " ",
                 t->cache_load + t->cache_store, t->total);
 }

@@ -22,6 +22,15 @@
 
 #include "../base/base.h"
 
+/* How hard to optimise a unit. */
+typedef enum JitTier {
+    JIT_TIER_HOT,      /* O3 for the host, vectorised, no interleaving: elementwise loops */
+    JIT_TIER_REDUCE,   /* O3, vectorised and interleaved: float reductions */
+    JIT_TIER_COLD,     /* O1, not vectorised, fast instruction selection: code
+                          that runs rarely or briefly (entries, init-only kernels) */
+    JIT_TIER_COUNT
+} JitTier;
+
 /* ---- options and timings -------------------------------------------------- */
 
 typedef struct JitOptions {
@@ -32,13 +41,15 @@ typedef struct JitOptions {
     const char *cache_dir;    /* NULL: $PXC_CACHE_DIR, else $XDG_CACHE_HOME/pxc, else ~/.cache/pxc */
     bool dedup;               /* jit_compile: one function per distinct kernel (default true) */
     const char *dump_dir;     /* when set: write each module's optimised IR there as module_<i>.ll */
+    bool tiering;             /* jit_compile: small and init-only kernels compile cold
+                                 (default true; false: every kernel hot) */
 } JitOptions;
 
 JitOptions jit_options_default(void);
 
 /* Where the time of the last compile went (seconds). IR build, optimise and
- * codegen are summed over the compile threads; compile_wall is their wall
- * time. For `pxc ... -v`. */
+ * codegen are CPU time summed over the compile threads; compile_wall is
+ * their wall time; the rest is wall time. For `pxc ... -v`. */
 typedef struct JitTimings {
     double ir_build, optimise, codegen;
     double compile_wall;
@@ -46,6 +57,7 @@ typedef struct JitTimings {
     double cache_load, cache_store;
     double total;
     int units, modules;
+    int units_tier[JIT_TIER_COUNT];  /* units per tier (compiled or not) */
     size_t object_bytes;
     int kernels, kernels_unique;     /* jit_compile: before / after dedup */
     bool cache_hit;
@@ -95,8 +107,7 @@ typedef struct JitUnit {
     const char *name;     /* for messages */
     JitBuildFn build;
     void *arg;
-    bool interleave;      /* keep loop interleaving and unrolling (reductions);
-                             false compiles faster (elementwise loops) */
+    JitTier tier;
 } JitUnit;
 
 /* Compile the units and add them to the session. key (len bytes) is the

@@ -358,20 +358,47 @@ static void bind_function(FnCtx *c, LLVMValueRef f) {
     memo_reset(c);
 }
 
-/* Estimated inner iterations per iteration of a loop body (constant trip
- * counts multiply; a trip count known only at run time counts 64). */
-static double body_work(KirStmt *const *body, int n) {
+/* Value of an I64 expression of constants and n (at batch `n`), or -1 when
+ * it depends on anything else. */
+static int64_t eval_i64(const KirExpr *e, int64_t n) {
+    if (!e) return -1;
+    if (e->k == KX_CONST && e->t == KT_I64) return e->i;
+    if (e->k == KX_BATCH) return n;
+    int64_t a = e->x[0] ? eval_i64(e->x[0], n) : -1, b = e->x[1] ? eval_i64(e->x[1], n) : -1;
+    if (a < 0 || b < 0) return -1;
+    switch (e->k) {
+    case KX_ADD: return a + b;
+    case KX_SUB: return a - b >= 0 ? a - b : -1;
+    case KX_MUL: return a * b;
+    case KX_DIV: return b > 0 ? a / b : -1;
+    case KX_MOD: return b > 0 ? a % b : -1;
+    case KX_MAX: return a > b ? a : b;
+    case KX_MIN: return a < b ? a : b;
+    default: return -1;
+    }
+}
+
+/* Estimated innermost iterations of a statement list at batch n (a trip
+ * count known only at run time counts 64). */
+static double body_work_n(KirStmt *const *body, int nb, int64_t n) {
     double w = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < nb; i++) {
         const KirStmt *s = body[i];
         if (s->k != KS_LOOP) {
             w += 1;
             continue;
         }
-        double trip = s->lo->k == KX_CONST && s->hi->k == KX_CONST ? (double)(s->hi->i - s->lo->i) : 64;
-        if (trip < 0) trip = 0;
-        w += trip * body_work(s->body, s->nbody);
+        int64_t lo = eval_i64(s->lo, n), hi = eval_i64(s->hi, n);
+        double trip = lo >= 0 && hi >= 0 ? (double)(hi > lo ? hi - lo : 0) : 64;
+        w += trip * body_work_n(s->body, s->nbody, n);
     }
+    return w;
+}
+
+/* Per iteration of a parallel loop, for the serial/parallel decision (n is
+ * not known there: inner loops depend on constants only). */
+static double body_work(KirStmt *const *body, int n) {
+    double w = body_work_n(body, n, 1);
     return w < 1 ? 1 : w;
 }
 
@@ -805,16 +832,34 @@ static void print_arena_bytes(JitIR *ir, const KirProgram *prog) {
 
 typedef struct FuncArg {
     const KirProgram *prog;
-    int func;   /* -1: the entries */
+    int func;    /* a kernel, or -1: an entry */
+    int entry;   /* KirEntryKind, or KE_COUNT: arena_bytes */
 } FuncArg;
 
 static bool build_kir_unit(JitIR *ir, void *arg, DiagList *dl) {
     const FuncArg *a = arg;
     if (a->func >= 0) return print_func(ir, a->prog, &a->prog->funcs[a->func], dl);
-    bool ok = true;
-    for (int k = 0; k < KE_COUNT && ok; k++) ok = print_entry(ir, a->prog, (KirEntryKind)k, dl);
+    if (a->entry < KE_COUNT) return print_entry(ir, a->prog, (KirEntryKind)a->entry, dl);
     print_arena_bytes(ir, a->prog);
-    return ok;
+    return true;
+}
+
+/* A kernel is cold when only the init entry (run once per training) calls
+ * it, when it does little work per call (at a batch of COLD_BATCH images),
+ * or when it is only GEMM calls (OpenBLAS does the work): O1 without
+ * vectorisation costs such a kernel microseconds a call and saves most of
+ * its compile time. */
+#define COLD_BATCH 16
+#define COLD_WORK 32768.0
+
+static JitTier kernel_tier(const KirProgram *prog, int f, const bool *hot_entry_calls, bool tiering) {
+    const KirFunc *fn = &prog->funcs[f];
+    if (!tiering) return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
+    if (!hot_entry_calls[f]) return JIT_TIER_COLD;
+    bool only_gemm = fn->nbody > 0;
+    for (int i = 0; i < fn->nbody; i++) only_gemm &= fn->body[i]->k == KS_GEMM;
+    if (only_gemm || body_work_n(fn->body, fn->nbody, COLD_BATCH) < COLD_WORK) return JIT_TIER_COLD;
+    return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
 }
 
 typedef struct ModelImpl {
@@ -866,18 +911,30 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
     kir_print(prog, kf);
     fclose(kf);
 
-    int nu = prog->nfuncs + 1;
+    /* kernels called from forward, backward or loss (not only from init) */
+    bool *hot_calls = xcalloc((size_t)prog->nfuncs + 1, sizeof *hot_calls);
+    for (int e = 0; e < KE_COUNT; e++)
+        for (int s = 0; s < prog->entry[e].nsteps; s++) {
+            int f = prog->entry[e].steps[s].func;
+            if (e != KE_INIT && f >= 0 && f < prog->nfuncs) hot_calls[f] = true;
+        }
+    int nu = prog->nfuncs + KE_COUNT + 1;
     JitUnit *units = xcalloc((size_t)nu, sizeof *units);
     FuncArg *args = xcalloc((size_t)nu, sizeof *args);
     int calls = 0;
     for (int i = 0; i < prog->nfuncs; i++) {
         const KirFunc *fn = &prog->funcs[i];
-        args[i] = (FuncArg){prog, i};
-        units[i] = (JitUnit){fn->name, build_kir_unit, &args[i], has_reduce(fn->body, fn->nbody)};
+        args[i] = (FuncArg){prog, i, 0};
+        units[i] = (JitUnit){fn->name, build_kir_unit, &args[i], kernel_tier(prog, i, hot_calls, opt ? opt->tiering : true)};
         calls += fn->ncalls;
     }
-    args[nu - 1] = (FuncArg){prog, -1};
-    units[nu - 1] = (JitUnit){"entries", build_kir_unit, &args[nu - 1], false};
+    free(hot_calls);
+    for (int e = 0; e <= KE_COUNT; e++) {
+        int u = prog->nfuncs + e;
+        args[u] = (FuncArg){prog, -1, e};
+        units[u] = (JitUnit){e < KE_COUNT ? entry_names[e] : "pxc_arena_bytes", build_kir_unit, &args[u],
+                             JIT_TIER_COLD};
+    }
 
     pxc_model *m = NULL;
     bool ok = jit_compile_units(j, units, nu, key, keylen, dl);
