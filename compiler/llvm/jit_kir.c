@@ -445,6 +445,10 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     char *name = xasprintf("%s.chunk%d", fn->name, k);
     LLVMValueRef chunk = jir_function(ir, name, ir->t_void, ps, np);
     LLVMSetLinkage(chunk, LLVMInternalLinkage);
+    /* two callers (the serial path and the parallel body): inlining would
+     * compile the loop nest twice */
+    LLVMAddAttributeAtIndex(chunk, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(ir->ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
     free(name);
     bind_function(c, chunk);
     loop_over(c, s, LLVMGetParam(chunk, (unsigned)np - 2), LLVMGetParam(chunk, (unsigned)np - 1));
