@@ -15,6 +15,7 @@
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ErrorHandling.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/Target.h>
@@ -42,7 +43,6 @@ JitOptions jit_options_default(void) {
     o.units_per_module = 8;
     o.use_cache = true;
     o.cache_dir = NULL;
-    o.dedup = true;
     o.tiering = true;
     return o;
 }
@@ -79,7 +79,11 @@ static void drain_reported(Jit *j, DiagList *dl) {
     pthread_mutex_unlock(&j->lock);
 }
 
+/* LLVM stops the process on its own fatal errors; say whose bug it is first. */
+static void llvm_fatal(const char *reason) { pxc_bug("LLVM fatal error: %s", reason); }
+
 static void init_llvm(void) {
+    LLVMInstallFatalErrorHandler(llvm_fatal);
     LLVMInitializeNativeTarget();
     LLVMInitializeNativeAsmPrinter();
 }
@@ -100,8 +104,10 @@ static LLVMTargetMachineRef host_tm(const Jit *j, int level, DiagList *dl) {
                                           : LLVMCodeGenLevelAggressive;
     /* The JIT defaults (static relocation, the JIT's large code model) are
      * what LLJIT itself uses; objects may land anywhere in the address space. */
-    return LLVMCreateTargetMachine(target, j->triple, j->cpu, j->features, lv, LLVMRelocDefault,
-                                   LLVMCodeModelJITDefault);
+    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, j->triple, j->cpu, j->features, lv, LLVMRelocDefault,
+                                                      LLVMCodeModelJITDefault);
+    if (!tm) diag_error(dl, srcloc_none(), "JIT: LLVM cannot create a target machine for %s (%s)", j->triple, j->cpu);
+    return tm;
 }
 
 Jit *jit_create(const JitOptions *opt, DiagList *dl) {
@@ -497,7 +503,8 @@ void *jit_lookup(Jit *j, const char *name, DiagList *dl) {
 }
 
 void jit_timings_print(const JitTimings *t, FILE *f) {
-    if (t->kernels) fprintf(f, "jit: %d kernels, %d after dedup\n", t->kernels, t->kernels_unique);
+    if (t->kernels)
+        fprintf(f, "jit: %d kernel calls, %d distinct kernels after deduplication\n", t->kernels, t->kernels_unique);
     if (t->cache_hit)
         fprintf(f, "jit: %d units, %d objects (%.1f KiB) from the cache in %.3f s; link %.3f s; total %.3f s\n",
                 t->units, t->modules, (double)t->object_bytes / 1024, t->cache_load, t->link, t->total);

@@ -39,7 +39,6 @@ typedef struct JitOptions {
     int units_per_module;     /* units grouped into one LLVM module (default 8) */
     bool use_cache;           /* default true */
     const char *cache_dir;    /* NULL: $PXC_CACHE_DIR, else $XDG_CACHE_HOME/pxc, else ~/.cache/pxc */
-    bool dedup;               /* jit_compile: one function per distinct kernel (default true) */
     const char *dump_dir;     /* when set: write each module's optimised IR there as module_<i>.ll */
     bool tiering;             /* jit_compile: small and init-only kernels compile cold
                                  (default true; false: every kernel hot) */
@@ -59,7 +58,8 @@ typedef struct JitTimings {
     int units, modules;
     int units_tier[JIT_TIER_COUNT];  /* units per tier (compiled or not) */
     size_t object_bytes;
-    int kernels, kernels_unique;     /* jit_compile: before / after dedup */
+    int kernels, kernels_unique;     /* jit_compile: kernel calls in the entries (one kernel
+                                        each before deduplication) / distinct kernels */
     bool cache_hit;
     char cache_note[160];     /* why a cache entry was not used ("", "absent", "checksum mismatch", ...) */
 } JitTimings;
