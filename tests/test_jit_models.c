@@ -45,6 +45,7 @@ static int check_model(const char *path) {
         diag_print(&dl, stderr, false);
         fail_msg("%s: jit_compile failed", path);
     }
+    kir_free(p);   /* the model does not point into the program */
     const int n = 2;
     char err[256];
     pxc_model *r = ref_model_new(&g, n, err, sizeof err);
@@ -98,7 +99,6 @@ static int check_model(const char *path) {
     free(aj), free(ar), free(params), free(gj), free(gr), free(x), free(lj), free(lr);
     r->release(r);
     m->release(m);
-    kir_free(p);
     ir_graph_free(&g);
     diag_free(&dl);
     return 1;

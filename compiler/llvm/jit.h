@@ -137,8 +137,8 @@ struct pxc_model;    /* runtime/pxc_model.h */
 /* Print every kernel and entry of prog as LLVM IR, compile (or load from the
  * object cache, keyed by kir_print's text) and link them in a session of
  * their own, and return the model: forward, backward, loss, init and
- * arena_bytes are JIT code; release() frees the session. NULL with errors
- * in dl. */
+ * arena_bytes are JIT code; release() frees the session. The model does
+ * not point into prog (it may be freed at once). NULL with errors in dl. */
 struct pxc_model *jit_compile(const struct KirProgram *prog, const JitOptions *opt, DiagList *dl);
 /* Timings of the compile that produced m (kernels: steps calling a kernel
  * over all entries; kernels_unique: distinct functions); NULL when m does
