@@ -102,6 +102,15 @@ static bool expect(P *p, const char *s) {
     return false;
 }
 
+/* expect() for a closing bracket: on failure, a note at the opening one. */
+static bool expect_close(P *p, const char *s, int open_off) {
+    bool was_failed = p->failed;
+    if (expect(p, s)) return true;
+    if (!was_failed && p->tok.off != open_off)
+        diag_note(p->dl, loc_at(p, open_off), "to close the '%c' here", p->src[open_off]);
+    return false;
+}
+
 static Expr *mk(P *p, EKind k, int off) {
     Expr *e = arena_alloc(p->a, sizeof *e);
     e->kind = k;
@@ -131,11 +140,13 @@ static Expr *parse_primary(P *p) {
             e->name = name;
             return e;
         }
+        int open_off = p->tok.off;
         next(p);
         Expr *e = mk(p, E_CALL, t.off);
         e->name = name;
         Expr *args[64];
         char *names[64];
+        SrcLoc nlocs[64];
         int n = 0;
         while (!is_punct(p, ")") && !p->failed) {
             if (n == 64) {
@@ -143,6 +154,7 @@ static Expr *parse_primary(P *p) {
                 return NULL;
             }
             names[n] = NULL;
+            nlocs[n] = loc_at(p, p->tok.off);
             if (p->tok.kind == T_IDENT && p->src[p->pos] == '=' && p->src[p->pos + 1] != '=') {
                 names[n] = arena_printf(p->a, "%.*s", p->tok.len, p->tok.s);
                 next(p);
@@ -166,18 +178,20 @@ static Expr *parse_primary(P *p) {
             if (!is_punct(p, ",")) break;
             next(p);
         }
-        if (!expect(p, ")")) return NULL;
+        if (!expect_close(p, ")", open_off)) return NULL;
         e->nargs = n;
         e->args = arena_alloc(p->a, sizeof(Expr *) * (size_t)(n ? n : 1));
         e->argnames = arena_alloc(p->a, sizeof(char *) * (size_t)(n ? n : 1));
         memcpy(e->args, args, sizeof(Expr *) * (size_t)n);
         memcpy(e->argnames, names, sizeof(char *) * (size_t)n);
+        e->argnlocs = arena_alloc(p->a, sizeof(SrcLoc) * (size_t)(n ? n : 1));
+        memcpy(e->argnlocs, nlocs, sizeof(SrcLoc) * (size_t)n);
         return e;
     }
     if (is_punct(p, "(")) {
         next(p);
         Expr *e = parse_expr(p);
-        if (!e || !expect(p, ")")) return NULL;
+        if (!e || !expect_close(p, ")", t.off)) return NULL;
         return e;
     }
     if (is_punct(p, "[")) {
@@ -194,7 +208,7 @@ static Expr *parse_primary(P *p) {
             if (!is_punct(p, ",")) break;
             next(p);
         }
-        if (!expect(p, "]")) return NULL;
+        if (!expect_close(p, "]", t.off)) return NULL;
         e->nargs = n;
         e->args = arena_alloc(p->a, sizeof(Expr *) * (size_t)(n ? n : 1));
         memcpy(e->args, items, sizeof(Expr *) * (size_t)n);

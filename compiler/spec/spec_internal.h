@@ -56,6 +56,7 @@ struct Expr {
     Expr *cond;          /* E_COND */
     Expr **args;         /* E_CALL arguments, E_LIST items */
     char **argnames;     /* E_CALL: keyword or NULL */
+    SrcLoc *argnlocs;    /* E_CALL: where each keyword is written */
     int nargs;
 };
 
