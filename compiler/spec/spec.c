@@ -41,8 +41,8 @@
 
 #define MAX_TEMPLATE_DEPTH 32
 #define MAX_REPEAT 100000
-#define MAX_NODES 2000000
-#define MAX_STATEMENTS 1000000
+#define MAX_NODES 200000        /* ~60 MB of nodes; the paper model has 1392 */
+#define MAX_STATEMENTS 200000
 
 /* ---- values --------------------------------------------------------------- */
 
@@ -757,11 +757,21 @@ static Value call_builtin(Ctx *c, Scope *s, const Expr *call) {
     return v_err();
 }
 
+/* A scalar's statement or expression, parsed at its first use only. */
+static void *parse_cached(Ctx *c, const YNode *n, bool stmt) {
+    YNode *m = (YNode *)n;  /* the cache is the only field written after loading */
+    if (m->parse_state == (stmt ? 1 : 2)) return m->parsed;
+    if (m->parse_state == -1) return NULL;
+    m->parsed = stmt ? (void *)expr_parse_stmt(n, c->a, c->dl) : (void *)expr_parse(n, c->a, c->dl);
+    m->parse_state = m->parsed ? (stmt ? 1 : 2) : -1;
+    return m->parsed;
+}
+
 /* Evaluate a YAML value used as a default or literal: a scalar is an
  * expression, a sequence a list. */
 static Value eval_ynode(Ctx *c, Scope *s, const YNode *n) {
     if (n->kind == Y_SCALAR) {
-        Expr *e = expr_parse(n, c->a, c->dl);
+        Expr *e = parse_cached(c, n, false);
         return e ? eval(c, s, e) : v_err();
     }
     if (n->kind == Y_SEQ) {
@@ -1066,7 +1076,7 @@ static void run_stmt(Ctx *c, Scope *s, const YNode *scalar, const char *name) {
         c->stopped = true;
         return;
     }
-    Stmt *st = expr_parse_stmt(scalar, c->a, c->dl);
+    Stmt *st = parse_cached(c, scalar, true);
     if (!st) {
         /* bind what the statement would have set, so later uses stay quiet */
         const char *p = scalar->str;
