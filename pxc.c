@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "check/check.h"
 #include "ir/ir.h"
 #include "spec/spec.h"
 
@@ -75,8 +76,9 @@ static int parse_args(int argc, char **argv, Args *a) {
     return 0;
 }
 
-/* Load and check a spec; prints diagnostics. 0 on success. */
-static int load_spec(const Args *a, Graph *g, SpecInfo *info) {
+/* Load, shape-check and prove causal a spec, collecting diagnostics in dl
+ * (the caller prints them). 0 on success. rep may be NULL. */
+static int load_spec(const Args *a, Graph *g, SpecInfo *info, CheckReport *rep, DiagList *dl_out) {
     DiagList dl;
     diag_init(&dl);
     int rc = 0;
@@ -84,7 +86,7 @@ static int load_spec(const Args *a, Graph *g, SpecInfo *info) {
     FILE *f = fopen(a->spec, "rb");
     if (!f) {
         fprintf(stderr, "pxc: cannot open spec '%s'\n", a->spec);
-        diag_free(&dl);
+        *dl_out = dl;
         return 1;
     }
     StrBuf sb = {0};
@@ -95,7 +97,7 @@ static int load_spec(const Args *a, Graph *g, SpecInfo *info) {
             fprintf(stderr, "pxc: spec '%s' is larger than 64 MiB\n", a->spec);
             fclose(f);
             sb_free(&sb);
-            diag_free(&dl);
+            *dl_out = dl;
             return 1;
         }
         if (sb.len + n + 1 > sb.cap) {
@@ -108,9 +110,9 @@ static int load_spec(const Args *a, Graph *g, SpecInfo *info) {
     fclose(f);
     len = sb.len;
     if (spec_compile_ex(a->spec, sb.s ? sb.s : "", len, a->sets, a->nsets, g, info, &dl) != 0) rc = 1;
-    diag_print(&dl, stderr, isatty(2));
-    diag_free(&dl);
+    else if (!check_causality(g, rep, &dl)) rc = 1;
     sb_free(&sb);
+    *dl_out = dl;
     return rc;
 }
 
@@ -137,10 +139,17 @@ static void layer_stats(const Graph *g, LayerStats *st) {
 static int cmd_check(const Args *a) {
     Graph g;
     SpecInfo info;
+    CheckReport rep;
+    DiagList dl;
     memset(&info, 0, sizeof info);
-    if (load_spec(a, &g, &info)) {
+    memset(&rep, 0, sizeof rep);
+    int rc = load_spec(a, &g, &info, &rep, &dl);
+    diag_print(&dl, stderr, isatty(2));
+    diag_free(&dl);
+    if (rc) {
         ir_graph_free(&g);
         spec_info_free(&info);
+        check_report_free(&rep);
         return 1;
     }
     if (a->dump) {
@@ -185,6 +194,13 @@ static int cmd_check(const Args *a) {
             if (L->result >= 0) cJSON_AddStringToObject(o, "shape", shape_str(g.nodes[L->result].shape, buf, sizeof buf));
             cJSON_AddNumberToObject(o, "params", (double)st[l].params);
             cJSON_AddNumberToObject(o, "flops_forward", st[l].flops);
+            if (L->result >= 0 && L->result < rep.n && rep.field[L->result].at_i >= 0) {
+                const CheckField *cf = &rep.field[L->result];
+                cJSON *rf = cJSON_AddObjectToObject(o, "receptive_field");
+                cJSON_AddNumberToObject(rf, "pixels", (double)cf->deps_count);
+                cJSON_AddNumberToObject(rf, "rows", cf->rows);
+                cJSON_AddNumberToObject(rf, "cols", cf->cols);
+            }
             char loc[32];
             snprintf(loc, sizeof loc, "%d:%d", L->loc.line, L->loc.col);
             cJSON_AddStringToObject(o, "loc", loc);
@@ -197,7 +213,8 @@ static int cmd_check(const Args *a) {
     } else {
         printf("%s (%s): input %dx%dx%d%s\n", info.name, a->spec, g.H, g.W, g.C,
                g.classes ? xasprintf(", %d classes", g.classes) : "");
-        printf("%-28s %-16s %-14s %12s %12s\n", "layer", "op", "output", "params", "MFLOP/img");
+        printf("%-28s %-16s %-12s %10s %10s  %s\n", "layer", "op", "output", "params", "MFLOP/img",
+               "receptive field (centre pixel)");
         for (int l = 0; l < g.nlayers; l++) {
             const Layer *L = &g.layers[l];
             int depth = 0;
@@ -205,15 +222,22 @@ static int cmd_check(const Args *a) {
             if (depth > 0 && !a->all) continue;
             char name[64];
             snprintf(name, sizeof name, "%*s%s", 2 * depth, "", L->name);
-            printf("%-28s %-16s %-14s %12lld %12.2f\n", name, L->kind,
+            char rf[64] = "-";
+            if (L->result >= 0 && L->result < rep.n && rep.field[L->result].at_i >= 0) {
+                const CheckField *cf = &rep.field[L->result];
+                snprintf(rf, sizeof rf, "%lld px in %dx%d", (long long)cf->deps_count, cf->rows, cf->cols);
+            }
+            printf("%-28s %-16s %-12s %10lld %10.2f  %s\n", name, L->kind,
                    L->result >= 0 ? shape_str(g.nodes[L->result].shape, buf, sizeof buf) : "-",
-                   (long long)st[l].params, st[l].flops / 1e6);
+                   (long long)st[l].params, st[l].flops / 1e6, rf);
         }
-        printf("total: %lld parameters, %.3f GFLOP forward per image\n", (long long)total_params, total_flops / 1e9);
+        printf("total: %lld parameters, %.3f GFLOP forward per image; causal (every output pixel depends only on "
+               "earlier pixels)\n", (long long)total_params, total_flops / 1e9);
     }
     free(st);
     ir_graph_free(&g);
     spec_info_free(&info);
+    check_report_free(&rep);
     return 0;
 }
 

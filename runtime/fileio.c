@@ -67,6 +67,11 @@ int rt_write_atomic(const char *path, const RtChunk *chunks, int nchunks, char *
 }
 
 void *rt_read_file(const char *path, size_t *len, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "'%s' is not a regular file", path);
+        return NULL;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) return fail(err, errlen, "cannot open", path), NULL;
     if (fseek(f, 0, SEEK_END) != 0) {

@@ -75,11 +75,11 @@ static void add_child(YLoader *L, YNode *parent, YNode *key, YNode *child) {
     if (parent->n == parent->cap) {
         int cap = parent->cap ? 2 * parent->cap : 4;
         YNode **items = arena_alloc(L->arena, sizeof(YNode *) * (size_t)cap);
-        memcpy(items, parent->items, sizeof(YNode *) * (size_t)parent->n);
+        if (parent->n) memcpy(items, parent->items, sizeof(YNode *) * (size_t)parent->n);
         parent->items = items;
         if (parent->kind == Y_MAP) {
             YNode **keys = arena_alloc(L->arena, sizeof(YNode *) * (size_t)cap);
-            memcpy(keys, parent->keys, sizeof(YNode *) * (size_t)parent->n);
+            if (parent->n) memcpy(keys, parent->keys, sizeof(YNode *) * (size_t)parent->n);
             parent->keys = keys;
         }
         parent->cap = cap;
@@ -258,7 +258,7 @@ static YNode *parse_node(YLoader *L, yaml_event_t *ev, int depth) {
         }
         if (!reject_tag_anchor(L, ev, NULL, ev->data.scalar.anchor, n)) return NULL;
         n->str = arena_alloc(L->arena, ev->data.scalar.length + 1);
-        memcpy(n->str, ev->data.scalar.value, ev->data.scalar.length);
+        if (ev->data.scalar.length) memcpy(n->str, ev->data.scalar.value, ev->data.scalar.length);
         n->len = ev->data.scalar.length;
         n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
         n->multiline = ev->start_mark.line != ev->end_mark.line;
