@@ -57,6 +57,7 @@ struct Value {
     int node;          /* V_TENSOR */
     bool popped;       /* V_TENSOR taken from a stack ... */
     SrcLoc pushed_at;  /* ... pushed here */
+    const char *pushed_when;  /* ... in this loop iteration ("s=1, i=4"), or "" */
     const char *stack; /* ... of this stack */
     Value *items;      /* V_LIST */
     int n;
@@ -127,6 +128,11 @@ typedef struct Ctx {
     Override *ovr;
     int novr;
     const char *callstack[MAX_TEMPLATE_DEPTH + 1];
+    SrcLoc callsite[MAX_TEMPLATE_DEPTH + 1];   /* where each active call is written */
+    const char *loopvar[64];   /* active repeat loops, outermost first ... */
+    long loopval[64];          /* ... and their counters */
+    int nloops;
+    int first_n, mark_n; /* diagnostics: this compilation's first; those followed up by flush_errors */
     int depth;
     char prefix[1024];   /* the current layer-name scope, e.g. "up.0.u.0" */
     /* the statement being run: its layer name and whether a parametric
@@ -191,6 +197,40 @@ static const LayerName *layerset_add(LayerSet *ls, const char *name, SrcLoc loc)
     return NULL;
 }
 
+/* Follow up the diagnostics added since the last call: an error that
+ * repeats one already reported (same place, same words: a template that
+ * fails the same way at every call) is dropped with its notes; otherwise,
+ * inside a template, notes name the calls that led there, innermost first. */
+static void flush_errors(Ctx *c) {
+    DiagList *dl = c->dl;
+    if (dl->n == c->mark_n) return;
+    bool any = false, all_dup = true;
+    for (int i = c->mark_n; i < dl->n; i++) {
+        const Diag *d = &dl->items[i];
+        if (d->level != DIAG_ERROR) continue;
+        any = true;
+        bool dup = false;
+        for (int j = c->first_n; j < c->mark_n && !dup; j++) {
+            const Diag *e = &dl->items[j];
+            dup = e->level == DIAG_ERROR && e->loc.line == d->loc.line && e->loc.col == d->loc.col &&
+                  (e->loc.file == d->loc.file || (e->loc.file && d->loc.file && !strcmp(e->loc.file, d->loc.file))) &&
+                  !strcmp(e->msg, d->msg);
+        }
+        if (!dup) all_dup = false;
+    }
+    if (any && all_dup) {
+        for (int i = c->mark_n; i < dl->n; i++) {
+            if (dl->items[i].level == DIAG_ERROR) dl->nerrors--;
+            free(dl->items[i].msg);
+        }
+        dl->n = c->mark_n;
+    } else if (any) {
+        for (int k = c->depth - 1; k >= 0; k--)
+            diag_note(dl, c->callsite[k], "in template '%s', called here", c->callstack[k]);
+    }
+    c->mark_n = dl->n;
+}
+
 /* A size limit stops the run; diag_full too. */
 static bool halted(Ctx *c) { return c->stopped || diag_full(c->dl); }
 
@@ -227,14 +267,17 @@ static const char *suggest_name(Ctx *c, Scope *s, const char *word, bool calls) 
 
 /* ---- YAML schema helpers ---------------------------------------------------- */
 
-/* Report every key of `map` not in `allowed`, with a did-you-mean. */
+/* Report every key of `map` not in `allowed`, with a did-you-mean. A key
+ * with a suggestion that the map lacks is then read as that key, so later
+ * checks do not repeat the error ("needs 'height'"); a key reported once is
+ * not reported again when a loop or a template runs the same map. */
 static void check_keys(Ctx *c, const YNode *map, const char *what, const char *const *allowed, int nallowed) {
     for (int i = 0; i < map->n; i++) {
         const char *k = map->keys[i]->str;
         bool ok = false;
         for (int j = 0; j < nallowed; j++)
             if (strcmp(k, allowed[j]) == 0) ok = true;
-        if (ok) continue;
+        if (ok || map->keys[i]->parse_state == -2) continue;
         const char *s = closest(k, allowed, nallowed);
         if (s)
             ERR(map->keys[i]->loc, "unknown key '%s' in %s; did you mean '%s'?", k, what, s);
@@ -244,6 +287,11 @@ static void check_keys(Ctx *c, const YNode *map, const char *what, const char *c
             ERR(map->keys[i]->loc, "unknown key '%s' in %s; expected one of %s", k, what, sb.s);
             sb_free(&sb);
         }
+        YNode *key = arena_alloc(c->a, sizeof *key);
+        *key = *map->keys[i];
+        key->parse_state = -2;
+        if (s && !ymap_get(map, s)) key->str = arena_strdup(c->a, s), key->len = strlen(s);
+        ((YNode *)map)->keys[i] = key;
     }
 }
 
@@ -298,6 +346,17 @@ static const char *describe(Ctx *c, Value v) {
     return vkind_name(v.k);
 }
 
+/* After a shape error: where each input that came off a stack was pushed. */
+static void popped_notes(Ctx *c, const Value *ins, int nin, bool operands) {
+    char buf[64];
+    for (int i = 0; i < nin; i++) {
+        if (!ins[i].popped) continue;
+        const char *which = operands ? (i ? "the right operand" : "the left operand") : arena_printf(c->a, "input %d", i + 1);
+        diag_note(c->dl, ins[i].pushed_at, "%s (%s) was popped from stack '%s'; it was pushed here%s", which,
+                  shape_str(node_of(c, ins[i])->shape, buf, sizeof buf), ins[i].stack, ins[i].pushed_when);
+    }
+}
+
 /* Add a node; on a shape error, also point at where popped inputs were pushed. */
 static Value add_node(Ctx *c, OpKind op, const Value *ins, int nin, const Attrs *a, SrcLoc loc) {
     int idx[IR_MAX_INPUTS];
@@ -314,11 +373,7 @@ static Value add_node(Ctx *c, OpKind op, const Value *ins, int nin, const Attrs 
     int before = c->dl->nerrors;
     int id = ir_add(c->g, c->dl, op, idx, nin, a, loc);
     if (id < 0) {
-        if (c->dl->nerrors > before)
-            for (int i = 0; i < nin; i++)
-                if (ins[i].popped)
-                    diag_note(c->dl, ins[i].pushed_at, "input %d was popped from stack '%s'; it was pushed here", i + 1,
-                              ins[i].stack);
+        if (c->dl->nerrors > before) popped_notes(c, ins, nin, false);
         return v_err();
     }
     return v_tensor(id);
@@ -590,6 +645,23 @@ static Value call_wn_layer(Ctx *c, Scope *s, const Expr *call, int kind /*0 conv
     return y;
 }
 
+/* " (s=1, i=4)" for the repeat loops running now, "" outside loops. */
+static const char *loop_text(Ctx *c) {
+    if (c->nloops == 0) return "";
+    StrBuf sb = {0};
+    int shown = 0;
+    for (int i = 0; i < c->nloops && i < 64; i++)
+        if (c->loopvar[i]) sb_printf(&sb, "%s%s=%ld", shown++ ? ", " : " (", c->loopvar[i], c->loopval[i]);
+    if (!shown) {
+        sb_free(&sb);
+        return "";
+    }
+    sb_putc(&sb, ')');
+    const char *r = arena_strdup(c->a, sb.s);
+    sb_free(&sb);
+    return r;
+}
+
 static Stack *find_stack(Ctx *c, const char *name) {
     for (int i = 0; i < c->nstacks; i++)
         if (strcmp(c->stacks[i].name, name) == 0) return &c->stacks[i];
@@ -607,9 +679,10 @@ static Stack *stack_arg(Ctx *c, const Expr *call, const char *fn) {
         for (int i = 0; i < c->nstacks; i++) names[i] = c->stacks[i].name;
         const char *sug = closest(call->args[0]->name, names, c->nstacks);
         free(names);
-        if (sug)
+        if (sug) {
             ERR(call->args[0]->loc, "unknown stack '%s'; did you mean '%s'?", call->args[0]->name, sug);
-        else
+            return find_stack(c, sug);  /* go on as if it were spelt right: no cascade of pops */
+        } else
             ERR(call->args[0]->loc, "unknown stack '%s'; declare it under 'stacks'", call->args[0]->name);
     }
     return st;
@@ -635,6 +708,7 @@ static Value call_builtin(Ctx *c, Scope *s, const Expr *call) {
         if (!want_tensor(c, v, call->args[1], "push", "x")) return v_err();
         v.popped = true;
         v.pushed_at = call->loc;
+        v.pushed_when = loop_text(c);
         v.stack = st->name;
         VEC_PUSH(st->items, st->n, st->cap, v);
         return v_none();
@@ -895,6 +969,8 @@ static Value call_template(Ctx *c, Scope *s, const Expr *call, Template *t) {
     int layer = ir_add_layer(c->g, name, t->name, call->loc);
     const char *saved_stmt = c->stmt_name;
     int saved_calls = c->stmt_param_calls;
+    flush_errors(c);
+    c->callsite[c->depth] = call->loc;
     c->callstack[c->depth++] = t->name;
     bool saved_ret = c->returned;
     c->returned = false;
@@ -906,6 +982,7 @@ static Value call_template(Ctx *c, Scope *s, const Expr *call, Template *t) {
         t->no_return_reported = true;
         r = v_err();
     }
+    flush_errors(c);
     c->returned = saved_ret;
     c->depth--;
     c->stmt_name = saved_stmt;
@@ -1003,6 +1080,17 @@ static Value eval(Ctx *c, Scope *s, const Expr *e) {
         if (l.k == V_ERR || r.k == V_ERR) return v_err();
         if (l.k == V_TENSOR && r.k == V_TENSOR && !strcmp(e->op, "+")) {
             Value ins[2] = {l, r};
+            Shape sa = node_of(c, l)->shape, sb = node_of(c, r)->shape;
+            if (!shape_eq(sa, sb)) {
+                char b1[64], b2[64];
+                bool same_size = sa.rank == 3 && sb.rank == 3 && sa.d[0] == sb.d[0] && sa.d[1] == sb.d[1];
+                ERR(e->loc, "cannot add %s and %s: %s", shape_str(sa, b1, sizeof b1), shape_str(sb, b2, sizeof b2),
+                    same_size ? arena_printf(c->a, "the channels differ (%lld vs %lld)", (long long)sa.d[2],
+                                             (long long)sb.d[2])
+                              : "the sizes differ");
+                popped_notes(c, ins, 2, true);
+                return v_err();
+            }
             Attrs at;
             memset(&at, 0, sizeof at);
             return add_node(c, IR_ADD, ins, 2, &at, e->loc);
@@ -1131,7 +1219,8 @@ static void run_stmt(Ctx *c, Scope *s, const YNode *scalar, const char *name) {
 static Value run_body(Ctx *c, Scope *s, const YNode *body) {
     if (!body) return v_none();
     if (!want_kind(c, body, Y_SEQ, "a body")) return v_err();
-    for (int i = 0; i < body->n && !c->returned && !halted(c); i++) {
+    /* after each item, follow up its errors (flush_errors) */
+    for (int i = 0; i < body->n && !c->returned && !halted(c); flush_errors(c), i++) {
         const YNode *item = body->items[i];
         if (item->kind == Y_SCALAR) {
             run_stmt(c, s, item, NULL);
@@ -1164,10 +1253,13 @@ static Value run_body(Ctx *c, Scope *s, const YNode *body) {
                 }
                 var = as->str;
             }
+            int slot = c->nloops++;
             for (long k = 0; k < (long)n.num && !c->returned && !halted(c); k++) {
                 if (var) scope_set(c, s, var, v_num((double)k, true), as->loc);
+                if (slot < 64) c->loopvar[slot] = var, c->loopval[slot] = k;
                 run_body(c, s, rb);
             }
+            c->nloops--;
             continue;
         }
         if (iff) {
@@ -1643,6 +1735,7 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
     c->dl = dl;
     c->a = &arena;
     c->file = file;
+    c->first_n = c->mark_n = dl->n;
     /* overrides */
     c->ovr = xcalloc((size_t)(nsets + 1), sizeof *c->ovr);
     SrcLoc cmd = srcloc_none();
@@ -1726,7 +1819,8 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
                 Stack *st = &c->stacks[i];
                 if (st->n == 0) continue;
                 ERR(st->items[st->n - 1].pushed_at, "stack '%s' still holds %d tensor%s at the end of the network; "
-                    "every push needs a pop", st->name, st->n, st->n == 1 ? "" : "s");
+                    "every push needs a pop (the last one left was pushed here%s)", st->name, st->n,
+                    st->n == 1 ? "" : "s", st->items[st->n - 1].pushed_when);
                 diag_note(dl, st->loc, "stack '%s' is declared here", st->name);
             }
         }
