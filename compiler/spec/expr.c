@@ -27,8 +27,12 @@ typedef struct P {
     Arena *a;
     DiagList *dl;
     bool failed;
-    int depth;
+    int depth;   /* recursion of the parse functions (bounded: MAX_DEPTH) */
+    int nexpr;   /* Expr nodes made (bounded: MAX_EXPRS, which bounds eval's recursion too) */
 } P;
+
+#define MAX_DEPTH 100
+#define MAX_EXPRS 1000
 
 static SrcLoc loc_at(P *p, int off) {
     SrcLoc l = p->node->loc;
@@ -112,6 +116,7 @@ static bool expect_close(P *p, const char *s, int open_off) {
 }
 
 static Expr *mk(P *p, EKind k, int off) {
+    if (++p->nexpr == MAX_EXPRS + 1) perr(p, off, "the statement is too long (more than %s terms)", "1000");
     Expr *e = arena_alloc(p->a, sizeof *e);
     e->kind = k;
     e->loc = loc_at(p, off);
@@ -119,6 +124,18 @@ static Expr *mk(P *p, EKind k, int off) {
 }
 
 static Expr *parse_expr(P *p);
+static Expr *parse_cond(P *p);
+
+/* Every recursive parse function enters and leaves: deep nesting and a
+ * failed parse stop the descent. */
+static bool enter(P *p) {
+    if (p->failed) return false;
+    if (++p->depth > MAX_DEPTH) {
+        perr(p, p->tok.off, "the expression nests more than %s levels deep", "100");
+        return false;
+    }
+    return true;
+}
 
 static Expr *parse_primary(P *p) {
     Tok t = p->tok;
@@ -219,10 +236,7 @@ static Expr *parse_primary(P *p) {
 }
 
 static Expr *parse_unary(P *p) {
-    if (++p->depth > 100) {
-        perr(p, p->tok.off, "the expression nests too deeply%s", "");
-        return NULL;
-    }
+    if (!enter(p)) return NULL;
     Expr *r;
     if (is_punct(p, "-")) {
         Expr *e = mk(p, E_NEG, p->tok.off);
@@ -282,13 +296,18 @@ static Expr *parse_cmp(P *p) {
 }
 
 static Expr *parse_not(P *p) {
+    if (!enter(p)) return NULL;
+    Expr *r;
     if (is_word(p, "not")) {
         Expr *e = mk(p, E_NOT, p->tok.off);
         next(p);
         e->lhs = parse_not(p);
-        return e->lhs ? e : NULL;
+        r = e->lhs ? e : NULL;
+    } else {
+        r = parse_cmp(p);
     }
-    return parse_cmp(p);
+    p->depth--;
+    return r;
 }
 
 static Expr *parse_and(P *p) {
@@ -314,6 +333,13 @@ static Expr *parse_or(P *p) {
 /* `a if c else b`; a trailing `if c` without `else` is left for the
  * statement (a conditional statement). */
 static Expr *parse_expr(P *p) {
+    if (!enter(p)) return NULL;
+    Expr *r = parse_cond(p);
+    p->depth--;
+    return r;
+}
+
+static Expr *parse_cond(P *p) {
     Expr *l = parse_or(p);
     if (!l || !is_word(p, "if")) return l;
     int save_pos = p->pos;
