@@ -33,6 +33,7 @@ typedef struct P {
 
 #define MAX_DEPTH 100
 #define MAX_EXPRS 1000
+#define MAX_TOKEN 256
 
 static SrcLoc loc_at(P *p, int off) {
     SrcLoc l = p->node->loc;
@@ -87,6 +88,10 @@ static void next(P *p) {
     }
     p->tok = t;
     p->pos = i + t.len;
+    if (t.len > MAX_TOKEN) {
+        perr(p, i, "a name or number of more than %s characters", "256");
+        p->tok.kind = T_EOF;
+    }
 }
 
 static bool is_punct(P *p, const char *s) {

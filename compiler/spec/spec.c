@@ -240,6 +240,11 @@ static const char *const builtin_names[] = {
 };
 enum { NBUILTINS = sizeof builtin_names / sizeof builtin_names[0] };
 
+/* A user's text for a message: at most 64 characters of it. */
+static const char *clip(Ctx *c, const char *s) {
+    return strlen(s) <= 64 ? s : arena_printf(c->a, "%.60s...", s);
+}
+
 /* Did-you-mean, but not a candidate that shares nothing with the word (for
  * one-letter names every other one-letter name is "close"). */
 static const char *closest(const char *word, const char *const *cands, int ncands) {
@@ -1530,7 +1535,7 @@ static void load_input(Ctx *c, const YNode *root) {
             Scope empty = {0};
             if (n->kind != Y_SCALAR || n->quoted) {
                 ERR(n->loc, "input %s must be a number, found %s", keys[i],
-                    n->kind == Y_SCALAR ? arena_printf(c->a, "the string \"%s\"", n->str)
+                    n->kind == Y_SCALAR ? arena_printf(c->a, "the string \"%s\"", clip(c, n->str))
                                         : arena_printf(c->a, "a %s", ynode_kind_name(n->kind)));
                 continue;
             }
@@ -1586,7 +1591,7 @@ static void load_head(Ctx *c, const YNode *root) {
     else {
         const char *sug = closest(type, types, 2);
         ERR(tl, "%sunknown head type '%s'; %s%s%s", o ? arena_printf(c->a, "--set '%s=%s': ", o->key, o->value) : "",
-            type, sug ? "did you mean '" : "expected logistic_mixture or softmax256", sug ? sug : "", sug ? "'?" : "");
+            clip(c, type), sug ? "did you mean '" : "expected logistic_mixture or softmax256", sug ? sug : "", sug ? "'?" : "");
         return;
     }
     const YNode *m = ymap_get(h, "mixtures");
@@ -1603,7 +1608,7 @@ static void load_head(Ctx *c, const YNode *root) {
             v = e ? eval(c, &empty, e) : v_err();
         } else if (m) {
             ERR(m->loc, "head mixtures must be a number, found %s",
-                m->kind == Y_SCALAR ? arena_printf(c->a, "the string \"%s\"", m->str)
+                m->kind == Y_SCALAR ? arena_printf(c->a, "the string \"%s\"", clip(c, m->str))
                                     : arena_printf(c->a, "a %s", ynode_kind_name(m->kind)));
             return;
         } else {
@@ -1763,7 +1768,7 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
             ERR(root->loc, "the spec must start with 'pxc: 1' (the spec format version)");
         else if (ver->kind != Y_SCALAR || strcmp(ver->str, "1") != 0)
             ERR(ver->loc, "unsupported spec format version '%s'; this pxc reads version 1",
-                ver->kind == Y_SCALAR ? ver->str : ynode_kind_name(ver->kind));
+                ver->kind == Y_SCALAR ? clip(c, ver->str) : ynode_kind_name(ver->kind));
         load_params(c, ymap_get(root, "params"));
         load_input(c, root);
         load_head(c, root);

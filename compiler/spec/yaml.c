@@ -18,6 +18,7 @@
 #define YAML_MAX_NODES 200000
 #define YAML_MAX_DEPTH 64
 #define YAML_MAX_BYTES (16 << 20)
+#define YAML_MAX_KEY 256
 
 typedef struct Anchor {
     char *name;
@@ -225,6 +226,12 @@ static YNode *parse_collection(YLoader *L, yaml_event_t *start, int depth, bool 
             if (!key) return NULL;
             if (key->kind != Y_SCALAR) {
                 diag_error(L->dl, key->loc, "mapping keys must be plain names");
+                L->failed = true;
+                return NULL;
+            }
+            if (key->len > YAML_MAX_KEY) {
+                diag_error(L->dl, key->loc, "a key of %zu characters; keys are names of at most %d", key->len,
+                           YAML_MAX_KEY);
                 L->failed = true;
                 return NULL;
             }
