@@ -140,6 +140,8 @@ static void syntax_error(YLoader *L) {
                            : strstr(P->context, "quoted scalar")  ? "the quoted text starts here"
                            : strstr(P->context, "block mapping")  ? "the mapping starts here"
                            : strstr(P->context, "block collection") ? "the list starts here"
+                           : strstr(P->context, "simple key")     ? "the key starts here; a YAML key is on one line "
+                                                                    "and at most 1024 characters long"
                                                                   : "the construct starts here";
         int want = ctx.col - 1, got = line_indent(L, at.line);
         bool block = strstr(P->context, "block") != NULL;
@@ -343,6 +345,7 @@ YNode *yaml_load(const char *file, const char *text, size_t len, Arena *arena, D
     yaml_parser_delete(&L.parser);
     free(L.anchors);
     if (L.failed) return NULL;
+    if (root && root->kind == Y_SCALAR && root->len == 0 && !root->quoted) root = NULL;  /* "---" alone */
     if (!root) {
         diag_error(dl, top, "the spec is empty; expected a mapping with 'input', 'params', 'head' and 'network'");
         return NULL;
