@@ -433,6 +433,45 @@ static void test_nul_bytes(void **state) {
     free(t);
 }
 
+/* Every section of a spec given a value of every other kind: a clean
+ * success or a clean failure, never a crash or an internal error. */
+static void test_wrong_kinds(void **state) {
+    (void)state;
+    static const char *const vals[] = {"5", "[]", "{}", "~", "\"str\"", "[1, [2]]", "{a: 1}", "-1", "1e999", "x",
+                                       "{repeat: 2}", "{repeat: 2, body: 3}", "{if: 1}", "{if: 1, body: [], else: 5}",
+                                       "[return x]", "[[x]]", "{a: b, c: d}"};
+    static const char *const places[] = {
+        "params: {nr_filters: 8, nr_mix: 2}",  "params: {nr_filters: %s, nr_mix: 2}",
+        "params: {nr_filters: 8, nr_mix: 2}",  "params: %s",
+        "input: {height: 8, width: 8, channels: 3}", "input: {height: %s, width: 8, channels: 3}",
+        "input: {height: 8, width: 8, channels: 3}", "input: %s",
+        "head: {type: logistic_mixture, mixtures: nr_mix}", "head: {type: %s, mixtures: nr_mix}",
+        "head: {type: logistic_mixture, mixtures: nr_mix}", "head: {type: logistic_mixture, mixtures: %s}",
+        "head: {type: logistic_mixture, mixtures: nr_mix}", "head: %s",
+        "    args: [x]", "    args: %s",
+        "    args: [x]", "    args: [x, {a: %s}]",
+        "  block:\n", "  block: %s\n  unused:\n",
+        "  - BODY\n", "  - %s\n",
+        "  - BODY\n", "  - b1: %s\n",
+        "  - return l\n", "  - return %s\n",
+        "name: tiny", "name: %s",
+        "pxc: 1", "pxc: %s",
+    };
+    int failed = 0, total = 0;
+    for (size_t p = 0; p < sizeof places / sizeof places[0]; p += 2)
+        for (size_t v = 0; v < sizeof vals / sizeof vals[0]; v++) {
+            const char *at = strstr(tiny, places[p]);
+            assert_non_null(at);
+            char *with = xasprintf(places[p + 1], vals[v]);
+            char *t = xasprintf("%.*s%s%s", (int)(at - tiny), tiny, with, at + strlen(places[p]));
+            failed += compile_any(t, strlen(t)) != 0;
+            total++;
+            free(with), free(t);
+        }
+    printf("wrong kinds: %d of %d specs rejected, the rest compile\n", failed, total);
+    assert_true(failed > total / 2);
+}
+
 /* ---- figures derived independently ------------------------------------------------ */
 
 /* Parameters of PixelCNN++ from reference/model/README.md's table: each
@@ -786,6 +825,7 @@ int main(void) {
         cmocka_unit_test(test_huge_repeats),
         cmocka_unit_test(test_template_recursion),
         cmocka_unit_test(test_nul_bytes),
+        cmocka_unit_test(test_wrong_kinds),
         cmocka_unit_test(test_counts),
         cmocka_unit_test(test_reference_manifest),
         cmocka_unit_test(test_extends),

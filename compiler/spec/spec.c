@@ -1769,6 +1769,10 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
         else if (ver->kind != Y_SCALAR || strcmp(ver->str, "1") != 0)
             ERR(ver->loc, "unsupported spec format version '%s'; this pxc reads version 1",
                 ver->kind == Y_SCALAR ? clip(c, ver->str) : ynode_kind_name(ver->kind));
+        const YNode *name_node = ymap_get(root, "name");
+        if (name_node && (name_node->kind != Y_SCALAR || name_node->len == 0))
+            ERR(name_node->loc, "'name' must be the model's name, found %s",
+                name_node->kind == Y_SCALAR ? "nothing" : arena_printf(c->a, "a %s", ynode_kind_name(name_node->kind)));
         load_params(c, ymap_get(root, "params"));
         load_input(c, root);
         load_head(c, root);
