@@ -555,7 +555,7 @@ static Value call_wn_layer(Ctx *c, Scope *s, const Expr *call, int kind /*0 conv
     if (!want_tensor(c, a[0], w[0], sig->name, "x")) return v_err();
     long F, kh = 1, kw = 1, stride = kind == 1 ? 2 : 1;
     if (!want_int(c, s, a[1], w[1], sig->name, "filters", 1, &F)) return v_err();
-    ShiftKind shift = SHIFT_DOWN;
+    ShiftKind shift = kind == 2 ? SHIFT_NONE : SHIFT_DOWN;
     double init_scale = 1.0;
     if (kind != 2) {
         if (a[2].k != V_LIST || a[2].n != 2 || a[2].items[0].k != V_NUM || a[2].items[1].k != V_NUM) {
