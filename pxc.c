@@ -11,6 +11,7 @@
 
 #include "base/base.h"
 #include "autodiff/autodiff.h"
+#include "cmds.h"
 #include "check/check.h"
 #include "ir/ir.h"
 #include "spec/spec.h"
@@ -26,6 +27,7 @@ static const char *usage =
     "        --all    list nested layers too (the layers inside each template call)\n"
     "        --dump ir    print the forward graph IR as stable text instead of the table\n"
     "        --dump grad  print the backward graph autodiff appends (ir,grad: both)\n"
+    "%s"
     "  help   this text\n"
     "\n"
     "Every command that takes a SPEC accepts --set key=value (repeatable) to override\n"
@@ -268,7 +270,7 @@ static int cmd_check(const Args *a) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs(usage, argc < 2 ? stderr : stdout);
+        fprintf(argc < 2 ? stderr : stdout, usage, cmd_run_usage);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) {
@@ -283,6 +285,11 @@ int main(int argc, char **argv) {
         free(a.sets);
         return r;
     }
-    fprintf(stderr, "pxc: unknown command '%s'\n%s", argv[1], usage);
+    if (!strcmp(argv[1], "train")) return cmd_train(argc, argv);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
+    if (!strcmp(argv[1], "import")) return cmd_import(argc, argv);
+    fprintf(stderr, "pxc: unknown command '%s'\n", argv[1]);
+    fprintf(stderr, usage, cmd_run_usage);
     return 2;
 }

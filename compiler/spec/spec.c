@@ -1380,10 +1380,16 @@ static YNode *resolve_extends(Ctx *c, YNode *root, const char *file, int depth, 
     return base;
 }
 
+/* The last --set of key (or its alias): a later --set wins, and the earlier
+ * ones count as used. */
 static Override *find_override(Ctx *c, const char *key, const char *alt) {
+    Override *found = NULL;
     for (int i = 0; i < c->novr; i++)
-        if (!strcmp(c->ovr[i].key, key) || (alt && !strcmp(c->ovr[i].key, alt))) return &c->ovr[i];
-    return NULL;
+        if (!strcmp(c->ovr[i].key, key) || (alt && !strcmp(c->ovr[i].key, alt))) {
+            if (found) found->used = true;
+            found = &c->ovr[i];
+        }
+    return found;
 }
 
 /* A parameter's value text: an expression over the earlier parameters; a
