@@ -142,8 +142,10 @@ class Net:
     mean and variance and the layer's output recomputed before the next
     layer sees it."""
 
-    def __init__(self, params, dropout=0.0, training=False, init_mode=False, scales=None):
+    def __init__(self, params, dropout=0.0, training=False, init_mode=False, scales=None,
+                 channels_last=False):
         self.p = params
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.dropout = dropout
         self.training = training
         self.init_mode = init_mode
@@ -154,20 +156,20 @@ class Net:
         v = self.p[name + ".v"]                                  # [kh,kw,in,out]
         g = self.p[name + ".g"]                                  # [out]
         w = v * (g / v.square().sum(dim=(0, 1, 2)).sqrt())
-        return w.permute(3, 2, 0, 1)                             # [out,in,kh,kw]
+        return w.permute(3, 2, 0, 1).contiguous(memory_format=self.fmt)   # [out,in,kh,kw]
 
     def _wn_deconv_weight(self, name):
         v = self.p[name + ".v"]                                  # [kh,kw,out,in]
         g = self.p[name + ".g"]                                  # [out]
         norm = v.square().sum(dim=(0, 1, 3)).sqrt()              # per output channel
         w = v * (g / norm)[None, None, :, None]
-        return w.permute(3, 2, 0, 1)                             # [in,out,kh,kw]
+        return w.permute(3, 2, 0, 1).contiguous(memory_format=self.fmt)   # [in,out,kh,kw]
 
     def _wn_nin_weight(self, name):
         v = self.p[name + ".v"]                                  # [in,out]
         g = self.p[name + ".g"]
         w = v * (g / v.square().sum(dim=0).sqrt())
-        return w.t()[:, :, None, None]                           # [out,in,1,1]
+        return w.t()[:, :, None, None].contiguous(memory_format=self.fmt)  # [out,in,1,1]
 
     def _layer(self, name, run):
         """run(weight_fn) -> output without bias; adds b (and does the init)."""
@@ -191,7 +193,7 @@ class Net:
             pad = ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)     # left, right, top, bottom
         else:
             pad = (kw - 1, 0, kh - 1, 0)
-        xp = F.pad(x, pad)
+        xp = F.pad(x, pad).contiguous(memory_format=self.fmt)
         return self._layer(name, lambda: F.conv2d(xp, self._wn_conv_weight(name), stride=stride))
 
     def deconv(self, x, name, kh, kw, shift):
@@ -229,7 +231,7 @@ class Net:
     def __call__(self, x, R, labels=None):
         """x: [N,H,W,C] in [-1,1] -> l: [N,H,W,K] (raw mixture parameters)."""
         x = x.permute(0, 3, 1, 2)
-        x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        x1 = torch.cat([x, torch.ones_like(x[:, :1])], dim=1).contiguous(memory_format=self.fmt)
         u = down_shift(self.conv(x1, "init.u", 2, 3, "down"))
         ul = (down_shift(self.conv(x1, "init.ul_above", 1, 3, "down"))
               + right_shift(self.conv(x1, "init.ul_left", 2, 1, "down_right")))
@@ -277,9 +279,9 @@ def init_scales(specs):
     return {name[:-2]: sc for name, _, kind, sc in specs if kind == "g"}
 
 
-def forward(params, x, R, labels=None, dropout=0.0, training=False):
+def forward(params, x, R, labels=None, dropout=0.0, training=False, channels_last=False):
     """l [N,H,W,K] for images x [N,H,W,C] (labels [N] int64 or None)."""
-    return Net(params, dropout, training)(x, R, labels)
+    return Net(params, dropout, training, channels_last=channels_last)(x, R, labels)
 
 
 def data_dependent_init(params, specs, x, R, labels=None):

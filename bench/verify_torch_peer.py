@@ -133,6 +133,9 @@ def verify_case(ref_dir, case):
     check("nll_image", nll_image.detach().numpy(), read_bin(os.path.join(d, "nll_image.bin"), "<f4", (N,)))
     check("loss", loss.detach().numpy().reshape(1), read_bin(os.path.join(d, "loss.bin"), "<f4", (1,)))
     check("grad_l", l.grad.numpy(), read_bin(os.path.join(d, "grad_l.bin"), "<f4", (N, H, W, K)))
+    with torch.no_grad():                       # the speed option computes the same l
+        l_cl = pcnn.forward(params, x, R, labels, channels_last=True)
+    check("l (channels_last)", l_cl.numpy(), read_bin(os.path.join(d, "l.bin"), "<f4", (N, H, W, K)))
     # full-precision values from the manifest (not rounded to float32)
     errs["loss_vs_manifest_rel"] = (abs(loss.item() - case["loss_nats"]) / abs(case["loss_nats"]), 0.0)
     worst = ("", 0.0, 0.0)
