@@ -10,6 +10,7 @@
 void ir_graph_init(Graph *g) {
     memset(g, 0, sizeof *g);
     g->x = g->labels = g->out = g->nll = g->loss = g->dx = -1;
+    g->cur_layer = -1;
 }
 
 void ir_graph_free(Graph *g) {
@@ -44,7 +45,7 @@ int ir_add(Graph *g, DiagList *dl, OpKind op, const int *in, int nin, const Attr
     }
     if (a) n.a = *a;
     n.loc = loc;
-    n.layer = g->nlayers - 1;
+    n.layer = g->cur_layer;
     if (op == IR_INPUT) n.shape = shape_hwc(g->H, g->W, g->C);
     if (op == IR_LABELS) {
         int64_t one = 1;
@@ -67,13 +68,14 @@ int ir_param(Graph *g, const char *name, Shape shape, ParamRole role, double ini
     n.a.init_value = init_value;
     n.loc = loc;
     n.name = arena_strdup(&g->arena, name);
-    n.layer = g->nlayers - 1;
+    n.layer = g->cur_layer;
     return push_node(g, &n);
 }
 
 int ir_add_layer(Graph *g, const char *name, const char *kind, SrcLoc loc) {
-    Layer l = {arena_strdup(&g->arena, name), arena_strdup(&g->arena, kind), loc};
+    Layer l = {arena_strdup(&g->arena, name), arena_strdup(&g->arena, kind), loc, g->cur_layer, -1};
     VEC_PUSH(g->layers, g->nlayers, g->lcap, l);
+    g->cur_layer = g->nlayers - 1;
     return g->nlayers - 1;
 }
 

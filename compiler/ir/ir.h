@@ -79,6 +79,8 @@ typedef struct Layer {
     const char *name;   /* e.g. "up.0.u.0.conv1" */
     const char *kind;   /* e.g. "conv2d", "nin", "gated_resnet" */
     SrcLoc loc;
+    int parent;         /* enclosing layer (a template call), -1 at top level */
+    int result;         /* the node holding the layer's output, -1 if none */
 } Layer;
 
 typedef struct Graph {
@@ -87,6 +89,7 @@ typedef struct Graph {
     int n, cap;
     Layer *layers;
     int nlayers, lcap;
+    int cur_layer;         /* layer that new nodes belong to (-1: none) */
     int H, W, C, classes;  /* the input image and number of classes */
     int x, labels;         /* INPUT and LABELS nodes (labels -1 if unconditional) */
     int out;               /* raw network output l */
@@ -120,6 +123,8 @@ void ir_graph_free(Graph *g);
 int ir_add(Graph *g, DiagList *dl, OpKind op, const int *in, int nin, const Attrs *a, SrcLoc loc);
 int ir_param(Graph *g, const char *name, Shape shape, ParamRole role, double init_std,
              double init_value, SrcLoc loc);
+/* Append a layer whose parent is the current layer, and enter it: nodes
+ * added next belong to it until g->cur_layer is set back. */
 int ir_add_layer(Graph *g, const char *name, const char *kind, SrcLoc loc);
 Shape ir_shape(int rank, const int64_t *d, bool batched);
 Shape shape_hwc(int64_t h, int64_t w, int64_t c);
