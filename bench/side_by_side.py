@@ -78,7 +78,12 @@ def run(cmd, timeout):
     obj = last_json(p.stdout)
     if p.returncode != 0 or obj is None:
         err = (p.stderr.strip() or p.stdout.strip()).splitlines()
-        return None, "exit status %d: %s" % (p.returncode, " | ".join(err[-3:]) if err else "no output")
+        why = err[0] if err else "no output"
+        if "unknown command" in why and "bench" in why:
+            why += " (this pxc has no bench command yet)"
+        elif p.returncode == 0:
+            why = "no JSON object on stdout"
+        return None, "exit status %d: %s" % (p.returncode, why)
     return obj, None
 
 
