@@ -172,7 +172,8 @@ class Net:
         return w.t()[:, :, None, None].contiguous(memory_format=self.fmt)  # [out,in,1,1]
 
     def _layer(self, name, run):
-        """run(weight_fn) -> output without bias; adds b (and does the init)."""
+        """run() computes the layer without its bias; this adds b (after the
+        data-dependent init of g and b in init mode)."""
         b = self.p[name + ".b"]
         if self.init_mode:
             with torch.no_grad():
