@@ -34,6 +34,11 @@ static const char *usage =
     "        medians, images/s, training GFLOP/s and its fraction of the sgemm peak\n"
     "        measured on the model's own GEMM shapes, arena bytes, peak RSS; first\n"
     "        checks the step's loss against the reference backend (1e-4 relative)\n"
+    "  emit SPEC [--set k=v]... [--checkpoint C [--raw]] [--name NAME] -o DIR\n"
+    "        standalone C: DIR/model.h (the pxc_model ABI and the parameter layout),\n"
+    "        DIR/model.c (one function per fused kernel) and DIR/model.weights (a\n"
+    "        checkpoint's EMA weights, its raw ones with --raw, else initial values);\n"
+    "        builds with any C11 compiler, a CBLAS and libm, or -DPXC_NO_CBLAS alone\n"
     "  help   this text\n"
     "\n"
     "Every command that takes a SPEC accepts --set key=value (repeatable) to override\n"
@@ -296,6 +301,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (!strcmp(argv[1], "import")) return cmd_import(argc, argv);
     if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(argv[1], "emit")) return cmd_emit(argc, argv);
     fprintf(stderr, "pxc: unknown command '%s'\n", argv[1]);
     fprintf(stderr, usage, cmd_run_usage);
     return 2;
