@@ -22,13 +22,27 @@ static const char abi_text[] =
 #include "abi.inc"
     ;
 
+/* A loop-invariant subexpression printed before its loop as `const T hN`. */
+typedef struct Hoist {
+    const KirExpr *e;
+    int id;
+} Hoist;
+
 typedef struct Emit {
     FILE *f;
     const KirProgram *p;
     const KirFunc *fn;
     const char *name;
     int ntmp;
+    Hoist *hoist;     /* the hoisted values in scope (a stack) */
+    int nhoist, choist, nhoisted;
 } Emit;
+
+static int hoisted(const Emit *E, const KirExpr *e) {
+    for (int i = E->nhoist - 1; i >= 0; i--)
+        if (E->hoist[i].e == e) return E->hoist[i].id;
+    return -1;
+}
 
 /* ---- the preamble of model.c ---------------------------------------------------- */
 
@@ -37,26 +51,47 @@ static const char preamble[] =
     "#include <stdint.h>\n"
     "#include <string.h>\n"
     "\n"
+    "#if defined(__GNUC__)\n"
+    "#define PXC_NOINLINE __attribute__((noinline))\n"
+    "#else\n"
+    "#define PXC_NOINLINE\n"
+    "#endif\n"
+    "\n"
     "/* a*b + c; kir.h lets it be fused or not (the JIT fuses where the CPU has FMA) */\n"
     "#define PXC_FMA(a, b, c) ((a) * (b) + (c))\n"
     "\n"
     "static inline float pxc_bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }\n"
     "static inline uint32_t pxc_f_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }\n"
-    "static inline float pxc_maxf(float a, float b) { return a > b ? a : b; }\n"
-    "static inline float pxc_minf(float a, float b) { return a < b ? a : b; }\n"
-    "static inline double pxc_maxd(double a, double b) { return a > b ? a : b; }\n"
-    "static inline double pxc_mind(double a, double b) { return a < b ? a : b; }\n"
+    "static inline double pxc_bits_d(uint64_t u) { double f; memcpy(&f, &u, 8); return f; }\n"
+    "static inline uint64_t pxc_d_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }\n"
+    "/* c ? a : b on values already computed, as a bit blend: no branch, so compilers\n"
+    " * vectorise the loops around it even under -ftrapping-math */\n"
+    "static inline float pxc_self(int c, float a, float b) {\n"
+    "    uint32_t m = 0u - (uint32_t)(c != 0);\n"
+    "    return pxc_bits_f((pxc_f_bits(a) & m) | (pxc_f_bits(b) & ~m));\n"
+    "}\n"
+    "static inline double pxc_seld(int c, double a, double b) {\n"
+    "    uint64_t m = 0u - (uint64_t)(c != 0);\n"
+    "    return pxc_bits_d((pxc_d_bits(a) & m) | (pxc_d_bits(b) & ~m));\n"
+    "}\n"
+    "static inline float pxc_maxf(float a, float b) { return pxc_self(a > b, a, b); }\n"
+    "static inline float pxc_minf(float a, float b) { return pxc_self(a < b, a, b); }\n"
+    "static inline double pxc_maxd(double a, double b) { return pxc_seld(a > b, a, b); }\n"
+    "static inline double pxc_mind(double a, double b) { return pxc_seld(a < b, a, b); }\n"
     "static inline int64_t pxc_maxi(int64_t a, int64_t b) { return a > b ? a : b; }\n"
     "static inline int64_t pxc_mini(int64_t a, int64_t b) { return a < b ? a : b; }\n"
     "static inline int64_t pxc_absi(int64_t a) { return a < 0 ? -a : a; }\n"
     "\n"
+    "/* ---- the math of kir.h, operation for operation ---- */\n"
+    "\n"
     "/* exp: Cephes expf's reduction and polynomial, max relative error 1.2e-7 on [-87, 88] */\n"
     "static inline float pxc_exp(float x) {\n"
-    "    x = x > 88.0f ? 88.0f : x;\n"
-    "    x = x < -87.0f ? -87.0f : x;\n"
+    "    x = pxc_self(x > 88.0f, 88.0f, x);              /* NaN passes through both */\n"
+    "    x = pxc_self(x < -87.0f, -87.0f, x);\n"
     "    float y0 = PXC_FMA(x, 1.44269504088896341f, 0.5f);\n"
-    "    float t = y0 == y0 ? (float)(int32_t)y0 : y0;   /* floor(y0): |y0| < 128 here */\n"
-    "    float n = t > y0 ? t - 1.0f : t;\n"
+    "    float yc = pxc_self(y0 == y0, y0, 0.0f);         /* floor(y0): |y0| < 128 here */\n"
+    "    float t = (float)(int32_t)yc;\n"
+    "    float n = pxc_self(y0 == y0, t - pxc_self(t > yc, 1.0f, 0.0f), y0);\n"
     "    float r = PXC_FMA(n, -0.693359375f, x);\n"
     "    r = PXC_FMA(n, 2.12194440e-4f, r);\n"
     "    float p = 1.9875691500e-4f;\n"
@@ -66,22 +101,22 @@ static const char preamble[] =
     "    p = PXC_FMA(p, r, 1.6666665459e-1f);\n"
     "    p = PXC_FMA(p, r, 5.0000001201e-1f);\n"
     "    float y = PXC_FMA(p, r * r, r) + 1.0f;\n"
-    "    float kc = n >= -127.0f ? n : -127.0f;   /* fmaxf/fminf: NaN gives the bound */\n"
-    "    kc = kc <= 127.0f ? kc : 127.0f;\n"
+    "    float kc = pxc_self(n >= -127.0f, n, -127.0f);   /* fmaxf/fminf: NaN gives the bound */\n"
+    "    kc = pxc_self(kc <= 127.0f, kc, 127.0f);\n"
     "    int32_t k = (int32_t)kc;\n"
     "    return y * pxc_bits_f((uint32_t)(k + 127) << 23);\n"
     "}\n"
     "\n"
     "/* log: Cephes logf's polynomial, max relative error 2e-7 for normal x */\n"
     "static inline float pxc_log(float x) {\n"
-    "    float s = x < 1.17549435e-38f ? 8388608.0f : 1.0f;\n"
+    "    float s = pxc_self(x < 1.17549435e-38f, 8388608.0f, 1.0f);   /* subnormals scaled by 2^23 */\n"
     "    float xs = x * s;\n"
     "    uint32_t b = pxc_f_bits(xs);\n"
-    "    float e = (float)((int32_t)(b >> 23) - 126) - (s != 1.0f ? 23.0f : 0.0f);\n"
+    "    float e = (float)((int32_t)(b >> 23) - 126) - pxc_self(s != 1.0f, 23.0f, 0.0f);\n"
     "    float m = pxc_bits_f((b & 0x007fffffu) | 0x3f000000u);\n"
     "    int lo = m < 0.707106781186547524f;\n"
-    "    e = e - (lo ? 1.0f : 0.0f);\n"
-    "    m = (lo ? m + m : m) - 1.0f;\n"
+    "    e = e - pxc_self(lo, 1.0f, 0.0f);\n"
+    "    m = pxc_self(lo, m + m, m) - 1.0f;\n"
     "    float z = m * m;\n"
     "    float p = 7.0376836292e-2f;\n"
     "    p = PXC_FMA(p, m, -1.1514610310e-1f);\n"
@@ -97,12 +132,15 @@ static const char preamble[] =
     "    y = PXC_FMA(z, -0.5f, y);\n"
     "    float r = m + y;\n"
     "    r = PXC_FMA(e, 0.693359375f, r);\n"
-    "    return x == 0.0f ? -INFINITY : x < 0.0f ? NAN : x == INFINITY ? INFINITY : r;\n"
+    "    r = pxc_self(x == INFINITY, INFINITY, r);\n"
+    "    r = pxc_self(x < 0.0f, NAN, r);\n"
+    "    return pxc_self(x == 0.0f, -INFINITY, r);\n"
     "}\n"
     "\n"
     "static inline float pxc_log1p(float x) {\n"
     "    float u = 1.0f + x;\n"
-    "    return x == INFINITY ? INFINITY : u == 1.0f ? x : pxc_log(u) * (x / (u - 1.0f));\n"
+    "    float r = pxc_log(u) * (x / (u - 1.0f));\n"
+    "    return pxc_self(x == INFINITY, INFINITY, pxc_self(u == 1.0f, x, r));\n"
     "}\n"
     "static inline float pxc_sigmoid(float x) { return 1.0f / (1.0f + pxc_exp(-x)); }\n"
     "static inline float pxc_tanh(float x) { return 1.0f - 2.0f / (pxc_exp(x + x) + 1.0f); }\n"
@@ -208,7 +246,7 @@ static Use *use_of(Uses *us, const KirExpr *e) {
     return NULL;
 }
 
-static void count_uses(Uses *us, const KirExpr *e) {
+static void count_uses(const Emit *E, Uses *us, const KirExpr *e) {
     if (!e) return;
     Use *u = use_of(us, e);
     if (u) {
@@ -217,15 +255,30 @@ static void count_uses(Uses *us, const KirExpr *e) {
     }
     Use nu = {e, 1, -1};
     VEC_PUSH(us->u, us->n, us->cap, nu);
-    for (int i = 0; i < 3; i++) count_uses(us, e->x[i]);
+    if (hoisted(E, e) >= 0) return;
+    for (int i = 0; i < 3; i++) count_uses(E, us, e->x[i]);
 }
 
-static bool tmp_worthy(const KirExpr *e) {
+static bool tmp_worthy(const Emit *E, const KirExpr *e) {
+    if (hoisted(E, e) >= 0) return false;
     switch (e->k) {
     case KX_CONST: case KX_VAR: case KX_BATCH: return false;
     case KX_LOCAL: return e->x[0] != NULL;
     default: return true;
     }
+}
+
+/* The arms of a select are computed before it (kir.h: both are safe to
+ * evaluate), so `c ? a : b` has no work in its arms and compilers turn it
+ * into a blend instead of a branch that stops vectorisation. */
+static void force_select_arms(const Emit *E, Uses *us, const KirExpr *e) {
+    if (!e || hoisted(E, e) >= 0) return;
+    for (int i = 0; i < 3; i++) force_select_arms(E, us, e->x[i]);
+    if (e->k == KX_SELECT)
+        for (int i = 0; i < 3; i++) {
+            Use *u = use_of(us, e->x[i]);
+            if (u && u->count < 2) u->count = 2;
+        }
 }
 
 static void c_expr(Emit *E, Uses *us, const KirExpr *e);
@@ -240,6 +293,11 @@ static void c_args(Emit *E, Uses *us, const KirExpr *e, int n) {
 
 static void c_expr(Emit *E, Uses *us, const KirExpr *e) {
     FILE *f = E->f;
+    int h = hoisted(E, e);
+    if (h >= 0) {
+        fprintf(f, "h%d", h);
+        return;
+    }
     Use *u = us ? use_of(us, e) : NULL;
     if (u && u->tmp >= 0) {
         fprintf(f, "t%d", u->tmp);
@@ -248,7 +306,7 @@ static void c_expr(Emit *E, Uses *us, const KirExpr *e) {
     static const char *bin[KX_COUNT] = {
         [KX_ADD] = "+", [KX_SUB] = "-", [KX_MUL] = "*", [KX_DIV] = "/", [KX_MOD] = "%",
         [KX_LT] = "<", [KX_LE] = "<=", [KX_GT] = ">", [KX_GE] = ">=", [KX_EQ] = "==", [KX_NE] = "!=",
-        [KX_AND] = "&&", [KX_OR] = "||"};
+        [KX_AND] = "&", [KX_OR] = "|"};   /* operands are 0/1: no short circuit, no branch */
     switch (e->k) {
     case KX_CONST:
         if (e->t == KT_I64) {
@@ -277,6 +335,11 @@ static void c_expr(Emit *E, Uses *us, const KirExpr *e) {
     case KX_MAX: fprintf(f, "pxc_max%s(", e->t == KT_F32 ? "f" : e->t == KT_F64 ? "d" : "i"); c_args(E, us, e, 2); return;
     case KX_MIN: fprintf(f, "pxc_min%s(", e->t == KT_F32 ? "f" : e->t == KT_F64 ? "d" : "i"); c_args(E, us, e, 2); return;
     case KX_SELECT:
+        if (e->t == KT_F32 || e->t == KT_F64) {
+            fputs(e->t == KT_F32 ? "pxc_self(" : "pxc_seld(", f);
+            c_args(E, us, e, 3);
+            return;
+        }
         fputc('(', f);
         c_expr(E, us, e->x[0]);
         fputs(" ? ", f);
@@ -320,12 +383,12 @@ static void indent(FILE *f, int d) {
 
 /* Print `const T tN = ...;` for every shared subexpression of e, operands first. */
 static void c_temps(Emit *E, Uses *us, const KirExpr *e, int d) {
-    if (!e) return;
+    if (!e || hoisted(E, e) >= 0) return;
     Use *u = use_of(us, e);
     if (u->tmp >= 0) return;
     for (int i = 0; i < 3; i++) c_temps(E, us, e->x[i], d);
     u = use_of(us, e);
-    if (u->count >= 2 && tmp_worthy(e) && u->tmp < 0) {
+    if (u->count >= 2 && tmp_worthy(E, e) && u->tmp < 0) {
         indent(E->f, d);
         fprintf(E->f, "const %s t%d = ", ctype(e->t), E->ntmp);
         c_expr(E, us, e);
@@ -335,6 +398,38 @@ static void c_temps(Emit *E, Uses *us, const KirExpr *e, int d) {
 }
 
 /* ---- statements ------------------------------------------------------------------------- */
+
+/* True when e has the same value in every iteration of the loop over var
+ * (and every loop inside it: their variables are numbered after var). */
+static bool invariant(const Emit *E, const KirExpr *e, int var) {
+    if (!e || hoisted(E, e) >= 0) return true;
+    switch (e->k) {
+    case KX_VAR: return e->i < var;
+    case KX_LOCAL: return false;
+    case KX_LOAD:
+        if (E->fn->params[e->i].out) return false;   /* the loop may write it */
+        break;
+    default: break;
+    }
+    for (int i = 0; i < 3; i++)
+        if (!invariant(E, e->x[i], var)) return false;
+    return true;
+}
+
+/* Print the maximal invariant subexpressions of e as `const T hN = ...;`. */
+static void hoist_invariants(Emit *E, const KirExpr *e, int var, int d) {
+    if (!e || hoisted(E, e) >= 0 || e->k == KX_CONST || e->k == KX_VAR || e->k == KX_BATCH) return;
+    if (invariant(E, e, var)) {
+        indent(E->f, d);
+        fprintf(E->f, "const %s h%d = ", ctype(e->t), E->nhoisted);
+        c_expr(E, NULL, e);
+        fputs(";\n", E->f);
+        Hoist h = {e, E->nhoisted++};
+        VEC_PUSH(E->hoist, E->nhoist, E->choist, h);
+        return;
+    }
+    for (int i = 0; i < 3; i++) hoist_invariants(E, e->x[i], var, d);
+}
 
 static void c_stmt(Emit *E, const KirStmt *s, int d);
 
@@ -357,19 +452,32 @@ static void c_stmt(Emit *E, const KirStmt *s, int d) {
     FILE *f = E->f;
     const KirFunc *fn = E->fn;
     switch (s->k) {
-    case KS_LOOP:
+    case KS_LOOP: {
+        /* values that do not change in the loop are computed once before it
+         * (compilers vectorise a loop whose addresses are plainly affine) */
+        int mark = E->nhoist;
+        for (int i = 0; i < s->nbody; i++) {
+            const KirStmt *b = s->body[i];
+            if (b->k == KS_STORE || b->k == KS_ACCUM || b->k == KS_SET) {
+                hoist_invariants(E, b->index, s->var, d);
+                hoist_invariants(E, b->value, s->var, d);
+            }
+        }
         indent(f, d);
         c_loop_head(E, s, NULL, NULL);
         c_body(E, s->body, s->nbody, d + 1);
         indent(f, d);
         fputs("}\n", f);
+        E->nhoist = mark;
         return;
+    }
     case KS_STORE:
     case KS_ACCUM:
     case KS_SET: {
         Uses us = {0};
-        count_uses(&us, s->index);
-        count_uses(&us, s->value);
+        count_uses(E, &us, s->index);
+        count_uses(E, &us, s->value);
+        force_select_arms(E, &us, s->value);
         c_temps(E, &us, s->index, d);
         c_temps(E, &us, s->value, d);
         indent(f, d);
@@ -455,6 +563,8 @@ static void c_func(Emit *E, const KirFunc *fn) {
     FILE *f = E->f;
     E->fn = fn;
     E->ntmp = 0;
+    E->nhoist = 0;
+    E->nhoisted = 0;
     fprintf(f, "/* %s", fn->name);
     if (fn->ncalls > 1) fprintf(f, " (called %d times)", fn->ncalls);
     fputs(":\n", f);
@@ -483,17 +593,21 @@ static void c_func(Emit *E, const KirFunc *fn) {
         for (int i = 0; i < fn->nbody; i++) {
             const KirStmt *s = fn->body[i];
             if (s->k != KS_LOOP || !(s->flags & KIR_LOOP_PARALLEL)) continue;
-            fprintf(f, "static void %s_par%d(void *vctx, int64_t begin, int64_t end) {\n", fn->name, i);
-            fprintf(f, "    const %s_ctx *c = (const %s_ctx *)vctx;\n", fn->name, fn->name);
-            fputs("    int64_t n = c->n;\n    uint64_t seed = c->seed;\n", f);
-            for (int k = 0; k < fn->nparams; k++)
-                fprintf(f, "    %s%s *restrict %s = c->%s;\n", fn->params[k].out ? "" : "const ", ctype(fn->params[k].elem),
-                        fn->params[k].name, fn->params[k].name);
+            /* the loop over [begin, end) with its pointers as restrict parameters
+             * (kept out of line: inlined, compilers forget restrict) */
+            fprintf(f, "PXC_NOINLINE static void %s_loop%d(int64_t begin, int64_t end, ", fn->name, i);
+            c_params(E, fn);
+            fputs(") {\n", f);
             c_unused_and_locals(E, fn, 1, true);
             indent(f, 1);
             c_loop_head(E, s, "begin", "end");
             c_body(E, s->body, s->nbody, 2);
             fputs("    }\n}\n\n", f);
+            fprintf(f, "static void %s_par%d(void *vctx, int64_t begin, int64_t end) {\n", fn->name, i);
+            fprintf(f, "    const %s_ctx *c = (const %s_ctx *)vctx;\n", fn->name, fn->name);
+            fprintf(f, "    %s_loop%d(begin, end, c->n, c->seed", fn->name, i);
+            for (int k = 0; k < fn->nparams; k++) fprintf(f, ", c->%s", fn->params[k].name);
+            fputs(");\n}\n\n", f);
         }
     }
     fprintf(f, "static void %s(", fn->name);
@@ -761,9 +875,12 @@ static void c_source(Emit *E, const EmitcOptions *o) {
 }
 
 int emitc_program(const KirProgram *p, FILE *h, FILE *c, const EmitcOptions *opt) {
-    Emit E = {c, p, NULL, p->name, 0};
+    Emit E;
+    memset(&E, 0, sizeof E);
+    E.f = c, E.p = p, E.name = p->name;
     c_header(&E, h, opt);
     c_source(&E, opt);
+    free(E.hoist);
     return ferror(h) || ferror(c) ? -1 : 0;
 }
 

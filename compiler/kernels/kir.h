@@ -339,7 +339,7 @@ typedef struct KirProgram {
 /* ---- lowering (compiler/passes + compiler/kernels) ------------------------------------------ */
 
 typedef struct KirOptions {
-    const char *name;        /* model name, a C identifier (default "model") */
+    const char *name;        /* model name, a C identifier (default "model"; kir_valid_name) */
     bool no_fusion;          /* one kernel per graph op (debugging, tests) */
     bool no_reuse;           /* every arena buffer gets its own space */
 } KirOptions;
@@ -350,6 +350,10 @@ typedef struct KirOptions {
  * with the node's SrcLoc). The program does not point into g. */
 KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl);
 void kir_free(KirProgram *p);
+/* A model name the emitted C can use: an identifier under 64 characters, not
+ * a C keyword or a name the emitted code uses, not starting with "pxc_" or
+ * 'k' and a digit. */
+bool kir_valid_name(const char *s);
 
 /* Stable text of the whole program (buffers, functions, entries). */
 void kir_print(const KirProgram *p, FILE *f);

@@ -8,17 +8,20 @@
  *   pointwise MAT      one pass: rows of the image in parallel, the node's
  *                      whole inlined expression per channel segment
  *   conv2d             im2col pack (causal padding folded in, the input's
- *                      inlined expression — concat_elu, dropout — folded
- *                      into the pack) + sgemm; the bias is never added by
- *                      a pass of its own: readers add it (NV_RAW)
+ *                      inlined expression — concat_elu — folded into the
+ *                      pack; a dropout, a hash per element, is computed
+ *                      once into scratch first, as the pack repeats every
+ *                      element kh*kw times) + sgemm; the bias is never
+ *                      added by a pass of its own: readers add it (NV_RAW)
  *   nin (1x1 conv)     sgemm straight on the input buffer when it is one
  *   deconv2d           sgemm to columns + a gather (col2im) that adds bias
  *   conv2d_dx          sgemm with w^T + gather;   conv2d_dw: pack + sgemm A^T
  *   deconv2d_dx / _dw  pack of dy + sgemm (the two share the pack)
  *   wnorm              per-channel norms + scaling; wnorm_dv/dg fused
  *   bias_grad, class_bias_dhw   reductions (float64 accumulators)
- *   dmol_nll (+ its gradient in training)   one per-pixel pass with the
- *                      batch's loss accumulated in chunks
+ *   dmol_nll / softmax_nll (+ its gradient in training)   one per-pixel
+ *                      pass with the batch's loss accumulated in chunks
+ *   conv + nin summed  the second GEMM accumulates into the first's output
  *
  * Values are read through val(): a load from a buffer (plus bias for
  * NV_RAW), a constant, or the inlined expression of the node at a pixel
@@ -37,7 +40,7 @@
 
 #define NCHUNK 16   /* reductions split the batch into this many parallel chunks */
 
-enum { NV_NONE, NV_BUF, NV_RAW, NV_CONST, NV_INLINE };
+enum { NV_NONE, NV_BUF, NV_RAW, NV_CONST, NV_INLINE, NV_ABSORBED /* summed into another GEMM's output */ };
 
 typedef struct NodeVal {
     int kind;
@@ -59,6 +62,8 @@ typedef struct Lower {
     KirGuard guard;     /* guard of the steps being emitted */
     int *param_buf;     /* per PARAM node: its KB_PARAMS buffer */
     int *grad_param;    /* per node: the PARAM whose gradient it is, -1 */
+    int *nuses;         /* per node: inputs of other nodes that are it */
+    int *user;          /* per node: its last consumer */
     int x_buf, labels_buf, out_buf, nll_buf, dl_buf;
     int part_buf, ret_buf;   /* KB_STACK: per-chunk partial sums, the returned sum */
     int *pack_key_node;      /* pack cache of the current entry */
@@ -397,6 +402,7 @@ static KirExpr *val(KB *kb, int node, KirExpr *ch, int64_t lo) {
         return e;
     }
     case NV_INLINE: return inline_val(kb, node, ch, lo);
+    case NV_ABSORBED: pxc_bug("%%%d %s read alone after it was summed into another GEMM", node, ir_op(nd->op)->name);
     default: pxc_bug("%%%d %s read before it is computed", node, ir_op(nd->op)->name);
     }
 }
@@ -621,6 +627,16 @@ static void build_pack(KB *kb, void *vctx) {
 
 static bool geo_eq(const PackGeo *a, const PackGeo *b) { return memcmp(a, b, sizeof *a) == 0; }
 
+/* Does the inlined expression of node draw dropout masks (when training)? */
+static bool has_dropout(const Lower *L, int node) {
+    if (L->val[node].kind != NV_INLINE) return false;
+    const Node *nd = ND(L, node);
+    if (nd->op == IR_DROPOUT && nd->a.p > 0) return true;
+    for (int k = 0; k < nd->nin; k++)
+        if (has_dropout(L, nd->in[k])) return true;
+    return false;
+}
+
 /* The pack of src with geometry g (cached within the entry). */
 static int pack(Lower *L, int src, const PackGeo *g, const char *note) {
     for (int i = 0; i < L->npack; i++)
@@ -630,7 +646,18 @@ static int pack(Lower *L, int src, const PackGeo *g, const char *note) {
     snprintf(what, sizeof what, "pack %dx%d/%d", g->kh, g->kw, g->S);
     int col = new_arena_buf(L, what, src, 4LL * g->Ho * g->Wo * g->kh * g->kw * C, true);
     PackCtx pc = {src, col, *g};
+    NodeVal saved = L->val[src];
+    if (g->kh * g->kw > 1 && has_dropout(L, src)) {
+        /* a pack repeats each input element kh*kw times: compute a dropout
+         * (a hash per element) once into a scratch buffer, then copy */
+        int tmp = new_arena_buf(L, "before packing", src, 4 * numel(L, src), true);
+        PwCtx pw = {src, tmp};
+        emit_kernel(L, "ew", build_pointwise, &pw, note);
+        L->val[src].kind = NV_BUF;
+        L->val[src].buf = tmp;
+    }
     emit_kernel(L, "pack", build_pack, &pc, note);
+    L->val[src] = saved;
     if (L->npack == L->cpack) {
         L->cpack = L->cpack ? 2 * L->cpack : 16;
         L->pack_key_node = xrealloc(L->pack_key_node, (size_t)L->cpack * sizeof(int));
@@ -1128,6 +1155,64 @@ static void build_dmol(KB *kb, void *vctx) {
 #undef LOC
 }
 
+/* The 256-way softmax per sub-pixel (same context and chunking as the
+ * mixture): nll = sum_c logsumexp(z_c) - z_c[v_c], v_c = round((x_c+1) 127.5)
+ * clamped to [0,255], picked by comparing against every j (no float-to-int
+ * conversion in the IR); dl_j = dnll (softmax_j - [j == v_c]). */
+static void build_softmax(KB *kb, void *vctx) {
+    DmolCtx *c = vctx;
+    Lower *L = kb->L;
+    KirFunc *fn = kb->fn;
+    int C = c->C, K = 256 * C;
+    kb_note(kb, c->node);
+    int la = kb_arg(kb, c->l, false, "l"), xa = kb_arg(kb, c->x, false, "x");
+    int nlla = c->nll >= 0 ? kb_arg(kb, c->nll, true, "nll") : -1;
+    int dla = c->dl >= 0 ? kb_arg(kb, c->dl, true, "dl") : -1;
+    int parta = kb_arg(kb, c->part, true, "part");
+    int acc = kb_local(kb, KT_F64, 1), mx = kb_local(kb, KT_F32, 1), sm = kb_local(kb, KT_F32, 1);
+    int tg = kb_local(kb, KT_F32, 1), nl = kb_local(kb, KT_F32, 1);
+    KirStmt *lt = kir_loop(P, fn, NULL, ic(L, 0), ic(L, NCHUNK), KIR_LOOP_PARALLEL);
+    KirExpr *t = kir_var(P, kir_loop_var(lt));
+    KirExpr *np = imulc(L, kir_batch(P), (int64_t)c->H * c->W);
+    kir_set(P, fn, lt, acc, NULL, kir_const_f64(P, 0));
+    KirStmt *lp_ = kir_loop(P, fn, lt, idiv(L, imul(L, t, np), ic(L, NCHUNK)), idiv(L, imul(L, iaddc(L, t, 1), np), ic(L, NCHUNK)), 0);
+    KirExpr *p = kir_var(P, kir_loop_var(lp_));
+    kir_set(P, fn, lp_, nl, NULL, fc(L, 0));
+    for (int ch = 0; ch < C; ch++) {
+        KirExpr *zb = iaddc(L, imulc(L, p, K), 256 * ch);
+        KirExpr *tv = fmul(L, fadd(L, kir_load(P, fn, xa, iaddc(L, imulc(L, p, C), ch)), fc(L, 1)), fc(L, 127.5));
+        tv = kb_let(kb, lp_, kir_op2(P, KX_MIN, kir_op2(P, KX_MAX, tv, fc(L, 0)), fc(L, 255)));
+        kir_set(P, fn, lp_, mx, NULL, fc(L, -INFINITY));
+        kir_set(P, fn, lp_, tg, NULL, fc(L, 0));
+        KirStmt *lj = kir_loop(P, fn, lp_, ic(L, 0), ic(L, 256), 0);
+        KirExpr *j = kir_var(P, kir_loop_var(lj));
+        KirExpr *z = kir_load(P, fn, la, iadd(L, zb, j));
+        KirExpr *hit = cmp(L, KX_LT, kir_op1(P, KX_ABS, fsub(L, tv, kir_cast(P, KT_F32, j))), fc(L, 0.5));
+        kir_set(P, fn, lj, mx, NULL, kir_op2(P, KX_MAX, kir_local(P, fn, mx, NULL), z));
+        kir_set(P, fn, lj, tg, NULL, fadd(L, kir_local(P, fn, tg, NULL), fsel(L, hit, z, fc(L, 0))));
+        kir_set(P, fn, lp_, sm, NULL, fc(L, 0));
+        lj = kir_loop(P, fn, lp_, ic(L, 0), ic(L, 256), 0);
+        j = kir_var(P, kir_loop_var(lj));
+        z = kir_load(P, fn, la, iadd(L, zb, j));
+        kir_set(P, fn, lj, sm, NULL, fadd(L, kir_local(P, fn, sm, NULL), fexp(L, fsub(L, z, kir_local(P, fn, mx, NULL)))));
+        KirExpr *lse = kb_let(kb, lp_, fadd(L, kir_local(P, fn, mx, NULL), kir_op1(P, KX_LOG, kir_local(P, fn, sm, NULL))));
+        kir_set(P, fn, lp_, nl, NULL, fadd(L, kir_local(P, fn, nl, NULL), fsub(L, lse, kir_local(P, fn, tg, NULL))));
+        if (dla >= 0) {
+            KirExpr *scale = c->dnll_node >= 0 ? fc(L, L->val[c->dnll_node].c) : fc(L, 1);
+            lj = kir_loop(P, fn, lp_, ic(L, 0), ic(L, 256), 0);
+            j = kir_var(P, kir_loop_var(lj));
+            z = kir_load(P, fn, la, iadd(L, zb, j));
+            hit = cmp(L, KX_LT, kir_op1(P, KX_ABS, fsub(L, tv, kir_cast(P, KT_F32, j))), fc(L, 0.5));
+            KirExpr *g = fsub(L, fexp(L, fsub(L, z, lse)), fsel(L, hit, fc(L, 1), fc(L, 0)));
+            kir_store(P, fn, lj, dla, iadd(L, zb, j), fmul(L, scale, g));
+        }
+    }
+    KirExpr *nll = kir_local(P, fn, nl, NULL);
+    kir_set(P, fn, lp_, acc, NULL, fadd(L, kir_local(P, fn, acc, NULL), kir_cast(P, KT_F64, nll)));
+    if (nlla >= 0) kir_store(P, fn, lp_, nlla, p, nll);
+    kir_store(P, fn, lt, parta, t, kir_local(P, fn, acc, NULL));
+}
+
 /* ret = sum of the NCHUNK partial sums */
 typedef struct SumCtx {
     int part, ret;
@@ -1254,6 +1339,28 @@ static void emit_conv(Lower *L, int i, const char *note) {
         A = pack(L, x, &g, note), lda = K2;
     }
     bool to_out = L->entry == KE_FORWARD && i == L->g->out;
+    /* conv + conv summed and read nowhere else (a gated resnet's conv1 + nin):
+     * the second GEMM accumulates into the first's output (beta 1) */
+    int sum = L->nuses[i] == 1 ? L->user[i] : -1, other = -1;
+    if (sum >= 0 && !init && !to_out && ND(L, sum)->op == IR_ADD && sum != L->g->out) {
+        other = ND(L, sum)->in[0] == i ? ND(L, sum)->in[1] : ND(L, sum)->in[0];
+        const NodeVal *ov = &L->val[other];
+        if (other == i || ND(L, other)->op != IR_CONV2D || L->nuses[other] != 1 || ov->kind != NV_RAW ||
+            ov->nbias + (b >= 0) > 2 || !shape_eq(ND(L, other)->shape, nd->shape) || L->val[sum].kind == NV_BUF)
+            other = -1;
+    }
+    if (other >= 0) {
+        NodeVal *ov = &L->val[other];
+        GemmCtx gc = gemm_ctx(A, wb, ov->buf, i);
+        gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = 1;
+        gemm(L, gc, note);
+        NodeVal *sv = &L->val[sum];
+        *sv = *ov;
+        if (b >= 0) sv->bias[sv->nbias++] = b;
+        L->val[i].kind = NV_ABSORBED;
+        L->val[other].kind = NV_ABSORBED;
+        return;
+    }
     int out = to_out ? L->out_buf : value_buf(L, i, "raw");
     float beta = 0;
     if (to_out && b >= 0) {
@@ -1445,8 +1552,9 @@ static void emit_reduce(Lower *L, int i, const char *note) {
 }
 
 static int find_dmol_bwd(const Lower *L, int nllnode) {
+    OpKind want = ND(L, nllnode)->op == IR_DMOL_NLL ? IR_DMOL_NLL_BWD : IR_SOFTMAX_NLL_BWD;
     for (int k = L->g->nfwd; k < L->g->n; k++)
-        if (ND(L, k)->op == IR_DMOL_NLL_BWD && ND(L, k)->in[0] == ND(L, nllnode)->in[0]) return k;
+        if (ND(L, k)->op == want && ND(L, k)->in[0] == ND(L, nllnode)->in[0]) return k;
     return -1;
 }
 
@@ -1460,6 +1568,7 @@ static void emit_dmol_forward(Lower *L, int i, const char *note) {
     DmolCtx c = {i, L->val[lnode].buf, L->val[xnode].buf, L->nll_buf, -1, L->part_buf, -1,
                  (int)nd->shape.d[0], (int)nd->shape.d[1], (int)chans(L, xnode), nd->a.nr_mix};
     int bwd = L->g->grad ? find_dmol_bwd(L, i) : -1;
+    bool sm = nd->op == IR_SOFTMAX_NLL;
     KirGuard saved = L->guard;
     if (bwd >= 0) {
         int dnll = ND(L, bwd)->in[2];
@@ -1472,11 +1581,11 @@ static void emit_dmol_forward(Lower *L, int i, const char *note) {
         L->val[bwd].kind = NV_BUF;
         L->val[bwd].buf = c.dl;
         L->guard.training = 1;
-        emit_kernel(L, "dmol_nll_grad", build_dmol, &c, note);
+        emit_kernel(L, sm ? "softmax_nll_grad" : "dmol_nll_grad", sm ? build_softmax : build_dmol, &c, note);
         L->guard.training = 0;
         c.dl = -1;
     }
-    emit_kernel(L, "dmol_nll", build_dmol, &c, note);
+    emit_kernel(L, sm ? "softmax_nll" : "dmol_nll", sm ? build_softmax : build_dmol, &c, note);
     L->guard = saved;
     L->val[i].kind = NV_BUF;
     L->val[i].buf = L->nll_buf;
@@ -1512,6 +1621,7 @@ static void emit_node(Lower *L, int i) {
     case IR_WNORM_DV: case IR_WNORM_DG: emit_wnorm_bwd(L, i, note); return;
     case IR_BIAS_GRAD: case IR_CLASS_BIAS_DHW: emit_reduce(L, i, note); return;
     case IR_DMOL_NLL:
+    case IR_SOFTMAX_NLL:
         if (L->entry == KE_FORWARD) emit_dmol_forward(L, i, note);
         return;
     case IR_SUM:
@@ -1525,7 +1635,9 @@ static void emit_node(Lower *L, int i) {
         }
         return;
     case IR_DMOL_NLL_DX: unsupported(L, i, "gradients with respect to the image"); return;
-    case IR_SOFTMAX_NLL: case IR_SOFTMAX_NLL_BWD: unsupported(L, i, "not implemented yet"); return;
+    case IR_DMOL_NLL_BWD: case IR_SOFTMAX_NLL_BWD:
+        unsupported(L, i, "a likelihood gradient not seeded by the loss sum");
+        return;
     default: unsupported(L, i, "no lowering"); return;
     }
 }
@@ -1594,7 +1706,9 @@ static void lower_loss(Lower *L) {
         L->guard = kir_always();
         L->guard.if_nonnull = (with_nll ? 1u << KB_NLL : 0) | (with_dl ? 1u << KB_DL : 0);
         L->guard.if_null = (with_nll ? 0 : 1u << KB_NLL) | (with_dl ? 0 : 1u << KB_DL);
-        emit_kernel(L, with_dl ? "dmol_nll_grad" : "dmol_nll", build_dmol, &c, "the likelihood");
+        bool sm = nd->op == IR_SOFTMAX_NLL;
+        emit_kernel(L, sm ? (with_dl ? "softmax_nll_grad" : "softmax_nll") : (with_dl ? "dmol_nll_grad" : "dmol_nll"),
+                    sm ? build_softmax : build_dmol, &c, "the likelihood");
     }
     L->guard = kir_always();
     SumCtx s = {L->part_buf, L->ret_buf};
@@ -1616,6 +1730,22 @@ static void lower_init(Lower *L) {
     }
 }
 
+bool kir_valid_name(const char *s) {
+    static const char *const reserved[] = {
+        "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
+        "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
+        "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while",
+        "main", "n", "seed", "params", "x", "labels", "arena", "out", "nll", "grad", "l", "dl", "stack", "ar"};
+    if (!s || !*s || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_')) return false;
+    for (const char *c = s; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_')) return false;
+    if (strncmp(s, "pxc_", 4) == 0 || strncmp(s, "PXC_", 4) == 0 || (s[0] == 'k' && s[1] >= '0' && s[1] <= '9'))
+        return false;
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strcmp(s, reserved[i]) == 0) return false;
+    return strlen(s) < 64;
+}
+
 KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
     Lower Lv, *L = &Lv;
     memset(L, 0, sizeof *L);
@@ -1628,9 +1758,17 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
         return NULL;
     }
     const Node *nllnode = &g->nodes[g->nll];
-    if (nllnode->op != IR_DMOL_NLL) {
-        diag_error(dl, nllnode->loc, "the kernel back end supports the logistic mixture likelihood only (found %s)",
+    if (nllnode->op != IR_DMOL_NLL && nllnode->op != IR_SOFTMAX_NLL) {
+        diag_error(dl, nllnode->loc,
+                   "the kernel back end supports the logistic mixture and 256-way softmax likelihoods (found %s)",
                    ir_op(nllnode->op)->name);
+        return NULL;
+    }
+    if (opt && opt->name && !kir_valid_name(opt->name)) {
+        diag_error(dl, srcloc_none(),
+                   "the model name '%s' cannot name emitted C: expected a C identifier (letters, digits, '_'; "
+                   "not a keyword, not starting with 'pxc_' or 'k' and a digit)",
+                   opt->name);
         return NULL;
     }
     Graph gv = *g;   /* a graph without backward runs forward only */
@@ -1641,12 +1779,16 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
     L->val = xcalloc((size_t)g->n, sizeof *L->val);
     L->param_buf = xmalloc((size_t)g->n * sizeof(int));
     L->grad_param = xmalloc((size_t)g->n * sizeof(int));
-    for (int i = 0; i < g->n; i++) L->param_buf[i] = L->grad_param[i] = -1;
+    L->nuses = xcalloc((size_t)g->n, sizeof(int));
+    L->user = xmalloc((size_t)g->n * sizeof(int));
+    for (int i = 0; i < g->n; i++) L->param_buf[i] = L->grad_param[i] = L->user[i] = -1;
+    for (int i = 0; i < g->n; i++)
+        for (int k = 0; k < g->nodes[i].nin; k++) L->nuses[g->nodes[i].in[k]]++, L->user[g->nodes[i].in[k]] = i;
 
     /* metadata and the parameter table */
     P->height = g->H, P->width = g->W, P->channels = g->C, P->classes = g->classes;
-    P->head = PXC_HEAD_LOGISTIC_MIXTURE;
-    P->nr_mix = nllnode->a.nr_mix;
+    P->head = nllnode->op == IR_DMOL_NLL ? PXC_HEAD_LOGISTIC_MIXTURE : PXC_HEAD_SOFTMAX256;
+    P->nr_mix = nllnode->op == IR_DMOL_NLL ? nllnode->a.nr_mix : 0;
     P->out_channels = (int)g->nodes[g->out].shape.d[2];
     ParamLayout pl = ir_param_layout(g);
     P->params = arena_alloc(&P->arena, (size_t)(pl.n ? pl.n : 1) * sizeof *P->params);
@@ -1690,6 +1832,8 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
     free(L->val);
     free(L->param_buf);
     free(L->grad_param);
+    free(L->nuses);
+    free(L->user);
     free(L->pack_key_node);
     free(L->pack_key_geo);
     free(L->pack_buf);
