@@ -28,6 +28,12 @@ static const char *usage =
     "        --dump ir    print the forward graph IR as stable text instead of the table\n"
     "        --dump grad  print the backward graph autodiff appends (ir,grad: both)\n"
     "%s"
+    "  bench SPEC [--set k=v]... [--batch B] [--steps N] [--warmup W] [--seed S] [--json]\n"
+    "        [--backend auto|ref|jit] [--check-images N]\n"
+    "        time the training step (forward, backward, Adam) on a fixed random batch:\n"
+    "        medians, images/s, training GFLOP/s and its fraction of the sgemm peak\n"
+    "        measured on the model's own GEMM shapes, arena bytes, peak RSS; first\n"
+    "        checks the step's loss against the reference backend (1e-4 relative)\n"
     "  help   this text\n"
     "\n"
     "Every command that takes a SPEC accepts --set key=value (repeatable) to override\n"
@@ -289,6 +295,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (!strcmp(argv[1], "import")) return cmd_import(argc, argv);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
     fprintf(stderr, "pxc: unknown command '%s'\n", argv[1]);
     fprintf(stderr, usage, cmd_run_usage);
     return 2;
