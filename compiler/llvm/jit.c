@@ -172,7 +172,7 @@ const JitTimings *jit_timings(const Jit *j) { return &j->t; }
 
 bool jit_define_symbols(Jit *j, const JitSymbol *syms, int n, DiagList *dl) {
     if (n <= 0) return true;
-    LLVMJITCSymbolMapPair *pairs = xcalloc((size_t)n, sizeof *pairs);
+    LLVMOrcCSymbolMapPairs pairs = xcalloc((size_t)n, sizeof *pairs);   /* (the element type's name changed in LLVM 16) */
     for (int i = 0; i < n; i++) {
         pairs[i].Name = LLVMOrcLLJITMangleAndIntern(j->lljit, syms[i].name);
         pairs[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)syms[i].addr;

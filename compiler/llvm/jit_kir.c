@@ -907,13 +907,18 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
         return NULL;
     }
     /* the key: the program's stable text plus what decides the code we print */
-    char *key = NULL;
+    bool tiering = opt ? opt->tiering : true;
+    char *key = NULL, *dir = jit_cache_dir(opt);
     size_t keylen = 0;
-    FILE *kf = open_memstream(&key, &keylen);
-    if (!kf) pxc_bug("open_memstream failed");
-    fprintf(kf, "pxc jit codegen %d built %s %s, %s\n", JIT_CODEGEN_VERSION, __DATE__, __TIME__, jir_build_stamp());
-    kir_print(prog, kf);
-    fclose(kf);
+    if (dir) {   /* (the cache's own key adds the CPU, features, versions and opt level) */
+        FILE *kf = open_memstream(&key, &keylen);
+        if (!kf) pxc_bug("open_memstream failed");
+        fprintf(kf, "pxc jit codegen %d built %s %s, %s; tiering %d\n", JIT_CODEGEN_VERSION, __DATE__, __TIME__,
+                jir_build_stamp(), (int)tiering);
+        kir_print(prog, kf);
+        fclose(kf);
+        free(dir);
+    }
 
     /* kernels called from forward, backward or loss (not only from init) */
     bool *hot_calls = xcalloc((size_t)prog->nfuncs + 1, sizeof *hot_calls);
@@ -929,7 +934,7 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
     for (int i = 0; i < prog->nfuncs; i++) {
         const KirFunc *fn = &prog->funcs[i];
         args[i] = (FuncArg){prog, i, 0};
-        units[i] = (JitUnit){fn->name, build_kir_unit, &args[i], kernel_tier(prog, i, hot_calls, opt ? opt->tiering : true)};
+        units[i] = (JitUnit){fn->name, build_kir_unit, &args[i], kernel_tier(prog, i, hot_calls, tiering)};
         calls += fn->ncalls;
     }
     free(hot_calls);
