@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "autodiff/autodiff.h"
+#include "cmds.h"
 #include "check/check.h"
 #include "ir/ir.h"
 #include "spec/spec.h"
@@ -18,12 +20,14 @@ static const char *usage =
     "usage: pxc <command> [options]\n"
     "\n"
     "commands:\n"
-    "  check SPEC [--set k=v]... [--json] [--all] [--dump ir]\n"
+    "  check SPEC [--set k=v]... [--json] [--all] [--dump ir,grad]\n"
     "        parse, expand and shape-check a spec; print its layer table\n"
     "        (name, op, output shape, parameters, forward FLOPs per image) and totals.\n"
     "        --json   the same as one JSON object (params, flops_forward, layers)\n"
     "        --all    list nested layers too (the layers inside each template call)\n"
-    "        --dump ir  print the graph IR as stable text instead of the table\n"
+    "        --dump ir    print the forward graph IR as stable text instead of the table\n"
+    "        --dump grad  print the backward graph autodiff appends (ir,grad: both)\n"
+    "%s"
     "  help   this text\n"
     "\n"
     "Every command that takes a SPEC accepts --set key=value (repeatable) to override\n"
@@ -153,16 +157,39 @@ static int cmd_check(const Args *a) {
         return 1;
     }
     if (a->dump) {
-        if (strcmp(a->dump, "ir")) {
-            fprintf(stderr, "pxc: unknown --dump stage '%s'; expected ir\n", a->dump);
-            ir_graph_free(&g);
-            spec_info_free(&info);
-            return 2;
+        /* --dump ir,grad: the stages, in pipeline order */
+        bool want_ir = false, want_grad = false;
+        char *list = xstrdup(a->dump);
+        for (char *t = strtok(list, ","); t; t = strtok(NULL, ",")) {
+            if (!strcmp(t, "ir")) want_ir = true;
+            else if (!strcmp(t, "grad")) want_grad = true;
+            else {
+                fprintf(stderr, "pxc: unknown --dump stage '%s'; expected ir or grad\n", t);
+                free(list);
+                ir_graph_free(&g);
+                spec_info_free(&info);
+                check_report_free(&rep);
+                return 2;
+            }
         }
-        ir_print(&g, stdout, 0, g.n);
+        free(list);
+        int nfwd = g.n;
+        if (want_grad) {
+            diag_init(&dl);
+            if (!ad_differentiate(&g, false, &dl)) rc = 1;
+            diag_print(&dl, stderr, isatty(2));
+            diag_free(&dl);
+        }
+        if (want_ir) ir_print(&g, stdout, 0, nfwd);
+        if (want_grad && !rc) {
+            if (want_ir) printf("\n");
+            printf("# backward: d loss / d every parameter\n");
+            ir_print(&g, stdout, g.nfwd, g.n);
+        }
         ir_graph_free(&g);
         spec_info_free(&info);
-        return 0;
+        check_report_free(&rep);
+        return rc;
     }
     LayerStats *st = xcalloc((size_t)(g.nlayers + 1), sizeof *st);
     layer_stats(&g, st);
@@ -243,7 +270,7 @@ static int cmd_check(const Args *a) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs(usage, argc < 2 ? stderr : stdout);
+        fprintf(argc < 2 ? stderr : stdout, usage, cmd_run_usage);
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) {
@@ -258,6 +285,11 @@ int main(int argc, char **argv) {
         free(a.sets);
         return r;
     }
-    fprintf(stderr, "pxc: unknown command '%s'\n%s", argv[1], usage);
+    if (!strcmp(argv[1], "train")) return cmd_train(argc, argv);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
+    if (!strcmp(argv[1], "import")) return cmd_import(argc, argv);
+    fprintf(stderr, "pxc: unknown command '%s'\n", argv[1]);
+    fprintf(stderr, usage, cmd_run_usage);
     return 2;
 }

@@ -12,13 +12,14 @@ double rt_adam_lr(const RtAdamConfig *c, int64_t t) { return c->lr * pow(c->lr_d
 
 void rt_adam_step(const RtAdamConfig *c, int64_t t, float *params, const float *grad, float *m, float *v, int64_t n) {
     const float b1 = (float)c->beta1, b2 = (float)c->beta2;
+    const float ob1 = (float)(1.0 - c->beta1), ob2 = (float)(1.0 - c->beta2);
     const float c1 = (float)(1.0 / (1.0 - pow(c->beta1, (double)t)));
     const float c2 = (float)(1.0 / (1.0 - pow(c->beta2, (double)t)));
     const float lr = (float)rt_adam_lr(c, t), eps = (float)c->eps;
     for (int64_t i = 0; i < n; i++) {
         float g = grad[i];
-        float mi = b1 * m[i] + (1.0f - b1) * g;
-        float vi = b2 * v[i] + (1.0f - b2) * g * g;
+        float mi = b1 * m[i] + ob1 * g;
+        float vi = b2 * v[i] + ob2 * g * g;
         m[i] = mi;
         v[i] = vi;
         params[i] -= lr * (mi * c1) / sqrtf(vi * c2 + eps);

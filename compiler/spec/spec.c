@@ -374,7 +374,7 @@ static Value call_wn_layer(Ctx *c, Scope *s, const Expr *call, int kind /*0 conv
     if (!want_tensor(c, a[0], w[0], sig->name, "x")) return v_err();
     long F, kh = 1, kw = 1, stride = kind == 1 ? 2 : 1;
     if (!want_int(c, a[1], w[1], sig->name, "filters", 1, &F)) return v_err();
-    ShiftKind shift = SHIFT_DOWN;
+    ShiftKind shift = kind == 2 ? SHIFT_NONE : SHIFT_DOWN;
     double init_scale = 1.0;
     if (kind != 2) {
         if (a[2].k != V_LIST || a[2].n != 2 || a[2].items[0].k != V_NUM || a[2].items[1].k != V_NUM) {
@@ -1110,10 +1110,16 @@ static YNode *resolve_extends(Ctx *c, YNode *root, const char *file, int depth, 
     return base;
 }
 
+/* The last --set of key (or its alias): a later --set wins, and the earlier
+ * ones count as used. */
 static Override *find_override(Ctx *c, const char *key, const char *alt) {
+    Override *found = NULL;
     for (int i = 0; i < c->novr; i++)
-        if (!strcmp(c->ovr[i].key, key) || (alt && !strcmp(c->ovr[i].key, alt))) return &c->ovr[i];
-    return NULL;
+        if (!strcmp(c->ovr[i].key, key) || (alt && !strcmp(c->ovr[i].key, alt))) {
+            if (found) found->used = true;
+            found = &c->ovr[i];
+        }
+    return found;
 }
 
 /* Evaluate an override's value text as an expression in params scope. */

@@ -94,6 +94,26 @@ void ref_backward(RefExec *e) {
     for (int i = e->nfwd; i < e->g->n; i++) run_node(e, i);
 }
 
+void ref_backward_from(RefExec *e, int grad_node, const double *value) {
+    const Graph *g = e->g;
+    PXC_ASSERT(grad_node >= e->nfwd && grad_node < g->n);
+    bool *live = xcalloc((size_t)g->n, 1);
+    live[grad_node] = true;
+    for (int i = e->nfwd; i < g->n; i++) {
+        if (i == grad_node) {
+            memcpy(e->val[i], value, (size_t)e->len[i] * sizeof(double));
+            continue;
+        }
+        const Node *nd = &g->nodes[i];
+        for (int k = 0; k < nd->nin; k++)
+            if (live[nd->in[k]]) live[i] = true;
+        /* backward values are linear in the seed: what the seed does not reach is zero */
+        if (live[i]) run_node(e, i);
+        else memset(e->val[i], 0, (size_t)e->len[i] * sizeof(double));
+    }
+    free(live);
+}
+
 const double *ref_value(const RefExec *e, int node) {
     PXC_ASSERT(node >= 0 && node < e->g->n);
     return e->val[node];

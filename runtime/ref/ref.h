@@ -44,6 +44,11 @@ double ref_forward(RefExec *e, const double *params, const double *x, const int3
                    bool training);
 /* Run the backward nodes [nfwd, g->n) on the state of the last forward. */
 void ref_backward(RefExec *e);
+/* Backward seeded at one backward node instead of the loss: grad_node's
+ * value is set to `value` (its value_len doubles) and every backward node it
+ * does not reach is zero — so g->dx then holds d<value, node>/dx, e.g. the
+ * gradient of one output pixel. For probes (causality) and tests. */
+void ref_backward_from(RefExec *e, int grad_node, const double *value);
 /* The value of a node after forward/backward: n·numel doubles when batched,
  * numel otherwise. */
 const double *ref_value(const RefExec *e, int node);
