@@ -147,7 +147,7 @@ static inline void em_images(TRng *r, float *x, double *xd, int64_t n) {
 }
 
 /* The emitted model against the reference backend on n random images:
- * data-dependent init (g and b within 1e-4 relative), then a training step
+ * data-dependent init (every g and b within 1e-4 of its tensor's max), then a training step
  * (seed 7) with parameters moved off their initial values: loss within
  * 1e-5 relative, l and nll within 1e-5 of their max, every gradient tensor
  * within 1e-4 of its max; the likelihood entry alone; evaluation mode. */
@@ -176,9 +176,12 @@ static inline void em_compare_with_ref(EmNet *e, int n, bool conditional, uint64
     ref_init(ex, pd, xd, labels);
     pm->init(pf, xf, labels, n, ar.p);
     em_arena_check(&ar);
-    for (int64_t i = 0; i < np; i++) {
-        double d = fabs(pf[i] - pd[i]) / (fabs(pd[i]) + 1e-3);
-        if (!(d <= 1e-4)) fail_msg("init: parameter %lld is %.9g, the reference gives %.9g", (long long)i, pf[i], pd[i]);
+    for (int k = 0; k < e->pl.n; k++) {   /* every g and b within 1e-4 of its tensor's max */
+        int64_t w, off = e->pl.p[k].offset;
+        double rel = em_rel(pf + off, pd + off, e->pl.p[k].numel, &w);
+        if (!(rel <= 1e-4))
+            fail_msg("init: %s off by %.3g of its max (element %lld: %.9g, reference %.9g)", e->pl.p[k].name, rel,
+                     (long long)w, pf[off + w], pd[off + w]);
     }
     for (int64_t i = 0; i < np; i++) {
         pf[i] = (float)(pd[i] * (1 + 0.05 * trng_normal(&r)) + 0.01 * trng_normal(&r));
