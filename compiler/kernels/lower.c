@@ -172,6 +172,8 @@ static int kb_arg(KB *kb, int buf, bool out, const char *name) {
 }
 
 static int kb_local(KB *kb, KirType t, int len) { return kir_func_local(kb->L->p, kb->fn, t, len); }
+/* An array local (kir.h: length 1 means a scalar, so arrays have at least 2). */
+static int kb_array(KB *kb, KirType t, int len) { return kb_local(kb, t, len < 2 ? 2 : len); }
 
 /* A scalar local set to e (a named temporary): returns its read. */
 static KirExpr *kb_let(KB *kb, KirStmt *into, KirExpr *e) {
@@ -1003,8 +1005,8 @@ static void build_dmol(KB *kb, void *vctx) {
     int nlla = c->nll >= 0 ? kb_arg(kb, c->nll, true, "nll") : -1;
     int dla = c->dl >= 0 ? kb_arg(kb, c->dl, true, "dl") : -1;
     int parta = kb_arg(kb, c->part, true, "part");
-    int lp = kb_local(kb, KT_F32, M);                 /* log pi_k + sum_c log P_ck */
-    int dmu = kb_local(kb, KT_F32, M * C), dls = kb_local(kb, KT_F32, M * C);  /* d lp_ck / d mu_ck, / d raw s_ck */
+    int lp = kb_array(kb, KT_F32, M);                 /* log pi_k + sum_c log P_ck */
+    int dmu = kb_array(kb, KT_F32, M * C), dls = kb_array(kb, KT_F32, M * C);  /* d lp_ck / d mu_ck, / d raw s_ck */
     int acc = kb_local(kb, KT_F64, 1), mx = kb_local(kb, KT_F32, 1), sm = kb_local(kb, KT_F32, 1);
 
     /* chunks of pixels in parallel: t in [0, NCHUNK): p in [t*NP/NCHUNK, (t+1)*NP/NCHUNK) */
