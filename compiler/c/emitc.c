@@ -911,12 +911,11 @@ int emitc_build_and_load(const KirProgram *p, const char *dir, const char *extra
         snprintf(err, errlen, "writing %s failed", cp);
         goto done;
     }
-    const char *cc = getenv("CC");
+    const char *cc = getenv("CC"), *bcf = getenv("PXC_CBLAS_CFLAGS"), *bl = getenv("PXC_CBLAS_LIBS");
     bool noblas = extra_cflags && strstr(extra_cflags, "PXC_NO_CBLAS");
-    char *cmd = xasprintf("%s -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC %s %s -I/usr/include/openblas "
-                          "-o %s %s -lm > %s 2>&1",
-                          cc && *cc ? cc : "cc", extra_cflags ? extra_cflags : "", cp, so,
-                          noblas ? "" : "-lopenblas", logp);
+    char *cmd = xasprintf("%s -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC %s %s %s -o %s %s -lm > %s 2>&1",
+                          cc && *cc ? cc : "cc", extra_cflags ? extra_cflags : "", noblas || !bcf ? "" : bcf, cp, so,
+                          noblas ? "" : bl ? bl : "-lopenblas", logp);
     int st = system(cmd);
     free(cmd);
     if (st != 0) {
