@@ -25,9 +25,10 @@ typedef struct EmNet {
     char dir[64];
 } EmNet;
 
-/* Compile models/<model>.yaml with sets, differentiate, lower; make a
- * fresh temporary directory. Fails the test on any error. */
-static inline void em_prepare(EmNet *e, const char *model, const char *const *sets, int nsets) {
+/* Compile models/<model>.yaml with sets, differentiate, lower (the emitted
+ * instance named `name`, NULL: "model"); make a fresh temporary directory.
+ * Fails the test on any error. */
+static inline void em_prepare_named(EmNet *e, const char *model, const char *const *sets, int nsets, const char *name) {
     memset(e, 0, sizeof *e);
     diag_init(&e->dl);
     char path[4096];
@@ -40,7 +41,10 @@ static inline void em_prepare(EmNet *e, const char *model, const char *const *se
         diag_print(&e->dl, stderr, false);
         fail_msg("autodiff failed");
     }
-    e->p = kir_lower(&e->g, NULL, &e->dl);
+    KirOptions o;
+    memset(&o, 0, sizeof o);
+    o.name = name;
+    e->p = kir_lower(&e->g, &o, &e->dl);
     if (!e->p) {
         diag_print(&e->dl, stderr, false);
         fail_msg("kir_lower failed");
@@ -48,6 +52,10 @@ static inline void em_prepare(EmNet *e, const char *model, const char *const *se
     e->pl = ir_param_layout(&e->g);
     snprintf(e->dir, sizeof e->dir, "/tmp/pxc_emitc_XXXXXX");
     if (!mkdtemp(e->dir)) fail_msg("mkdtemp failed");
+}
+
+static inline void em_prepare(EmNet *e, const char *model, const char *const *sets, int nsets) {
+    em_prepare_named(e, model, sets, nsets, NULL);
 }
 
 /* em_prepare, then emit into the directory, build (cc ... extra_cflags) and load. */
@@ -58,9 +66,9 @@ static inline void em_build(EmNet *e, const char *model, const char *const *sets
         fail_msg("emitted C does not build or load:\n%s", err);
 }
 
-/* em_prepare, then write model.h and model.c into the directory. */
-static inline void em_emit(EmNet *e, const char *model, const char *const *sets, int nsets) {
-    em_prepare(e, model, sets, nsets);
+/* em_prepare_named, then write model.h and model.c into the directory. */
+static inline void em_emit(EmNet *e, const char *model, const char *const *sets, int nsets, const char *name) {
+    em_prepare_named(e, model, sets, nsets, name);
     char hp[128], cp[128];
     snprintf(hp, sizeof hp, "%s/model.h", e->dir);
     snprintf(cp, sizeof cp, "%s/model.c", e->dir);

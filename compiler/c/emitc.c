@@ -807,6 +807,9 @@ static void c_header(Emit *E, FILE *h, const EmitcOptions *o) {
     }
     fputs(" */\n", h);
     fprintf(h, "extern pxc_model %s;\n\n", p->name);
+    fprintf(h, "/* The same under fixed names, for programs that work with any emitted model. */\n");
+    fprintf(h, "#define PXC_EMITTED_MODEL %s\n#define PXC_EMITTED_WEIGHTS %s_weights\n"
+               "#define PXC_EMITTED_PARALLEL_FOR %s_parallel_for\n\n", p->name, p->name, p->name);
     fprintf(h, "/* Optional: split [begin,end) over threads, run body on each piece, return when all are done. */\n");
     fprintf(h, "extern void (*%s_parallel_for)(void (*body)(void *ctx, int64_t begin, int64_t end), void *ctx,\n"
                "                                int64_t begin, int64_t end);\n\n", p->name);
