@@ -11,6 +11,8 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_import(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_emit(int argc, char **argv);
 
 /* Their usage text, for `pxc help`. */
 extern const char cmd_run_usage[];

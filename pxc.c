@@ -7,12 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/base.h"
 #include "autodiff/autodiff.h"
 #include "cmds.h"
 #include "check/check.h"
+#include "kernels/kir.h"
+#include "llvm/jit.h"
+#include "pxc_model.h"
 #include "ir/ir.h"
 #include "spec/spec.h"
 
@@ -20,14 +24,27 @@ static const char *usage =
     "usage: pxc <command> [options]\n"
     "\n"
     "commands:\n"
-    "  check SPEC [--set k=v]... [--json] [--all] [--dump ir,grad]\n"
+    "  check SPEC [--set k=v]... [--json] [--all] [--batch B] [-v] [--dump ir,grad]\n"
     "        parse, expand and shape-check a spec; print its layer table\n"
     "        (name, op, output shape, parameters, forward FLOPs per image) and totals.\n"
     "        --json   the same as one JSON object (params, flops_forward, layers)\n"
     "        --all    list nested layers too (the layers inside each template call)\n"
+    "        --batch B  arena bytes for batch B (default 16) and the naive sum of activations\n"
+    "        -v       also JIT-compile the model and print where the compile time goes\n"
     "        --dump ir    print the forward graph IR as stable text instead of the table\n"
     "        --dump grad  print the backward graph autodiff appends (ir,grad: both)\n"
     "%s"
+    "  bench SPEC [--set k=v]... [--batch B] [--steps N] [--warmup W] [--seed S] [--json]\n"
+    "        [--backend auto|ref|jit] [--check-images N]\n"
+    "        time the training step (forward, backward, Adam) on a fixed random batch:\n"
+    "        medians, images/s, training GFLOP/s and its fraction of the sgemm peak\n"
+    "        measured on the model's own GEMM shapes, arena bytes, peak RSS; first\n"
+    "        checks the step's loss against the reference backend (1e-4 relative)\n"
+    "  emit SPEC [--set k=v]... [--checkpoint C [--raw]] [--name NAME] -o DIR\n"
+    "        standalone C: DIR/model.h (the pxc_model ABI and the parameter layout),\n"
+    "        DIR/model.c (one function per fused kernel) and DIR/model.weights (a\n"
+    "        checkpoint's EMA weights, its raw ones with --raw, else initial values);\n"
+    "        builds with any C11 compiler, a CBLAS and libm, or -DPXC_NO_CBLAS alone\n"
     "  help   this text\n"
     "\n"
     "Every command that takes a SPEC accepts --set key=value (repeatable) to override\n"
@@ -38,7 +55,8 @@ typedef struct Args {
     const char *spec;
     const char **sets;
     int nsets;
-    bool json, all;
+    bool json, all, verbose;
+    int batch;
     const char *dump;
 } Args;
 
@@ -51,6 +69,7 @@ static int usage_error(const char *fmt, const char *arg) {
 
 static int parse_args(int argc, char **argv, Args *a) {
     memset(a, 0, sizeof *a);
+    a->batch = 16;
     a->sets = xcalloc((size_t)argc, sizeof(char *));
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
@@ -63,6 +82,14 @@ static int parse_args(int argc, char **argv, Args *a) {
             a->json = true;
         } else if (!strcmp(s, "--all")) {
             a->all = true;
+        } else if (!strcmp(s, "-v") || !strcmp(s, "--verbose")) {
+            a->verbose = true;
+        } else if (!strcmp(s, "--batch")) {
+            char *end;
+            long b = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || *end || b < 1 || b > 1 << 20) return usage_error("--batch needs a positive integer%s", "");
+            a->batch = (int)b;
+            i++;
         } else if (!strcmp(s, "--dump")) {
             if (i + 1 >= argc) return usage_error("--dump needs a stage name (ir)%s", "");
             a->dump = argv[++i];
@@ -121,6 +148,12 @@ static int load_spec(const Args *a, Graph *g, SpecInfo *info, CheckReport *rep, 
 }
 
 /* ---- pxc check ------------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 typedef struct LayerStats {
     int64_t params;
@@ -191,6 +224,48 @@ static int cmd_check(const Args *a) {
         check_report_free(&rep);
         return rc;
     }
+    /* the back half: autodiff, kernel lowering and memory planning (arena
+     * sizes), and with -v the JIT compile and where its time goes */
+    double t0 = now_s();
+    diag_init(&dl);
+    KirProgram *prog = NULL;
+    double t_ad = 0, t_lower = 0;
+    if (ad_differentiate(&g, false, &dl)) {
+        t_ad = now_s() - t0;
+        KirOptions ko = {0};
+        double t1 = now_s();
+        prog = kir_lower(&g, &ko, &dl);
+        t_lower = now_s() - t1;
+    }
+    diag_print(&dl, stderr, isatty(2));
+    diag_free(&dl);
+    if (!prog) {
+        ir_graph_free(&g);
+        spec_info_free(&info);
+        check_report_free(&rep);
+        return 1;
+    }
+    size_t arena = kir_arena_bytes(prog, a->batch), naive = kir_arena_naive_bytes(prog, a->batch);
+    JitTimings jt;
+    memset(&jt, 0, sizeof jt);
+    bool jitted = false;
+    if (a->verbose) {
+        diag_init(&dl);
+        pxc_model *m = jit_compile(prog, NULL, &dl);
+        diag_print(&dl, stderr, isatty(2));
+        diag_free(&dl);
+        if (!m) {
+            kir_free(prog);
+            ir_graph_free(&g);
+            spec_info_free(&info);
+            check_report_free(&rep);
+            return 1;
+        }
+        const JitTimings *tp = jit_model_timings(m);
+        if (tp) jt = *tp, jitted = true;
+        if (m->release) m->release(m);
+    }
+    kir_free(prog);
     LayerStats *st = xcalloc((size_t)(g.nlayers + 1), sizeof *st);
     layer_stats(&g, st);
     int64_t total_params = 0;
@@ -211,6 +286,22 @@ static int cmd_check(const Args *a) {
         cJSON_AddNumberToObject(in, "classes", g.classes);
         cJSON_AddNumberToObject(root, "params", (double)total_params);
         cJSON_AddNumberToObject(root, "flops_forward", total_flops);
+        cJSON_AddNumberToObject(root, "batch", a->batch);
+        cJSON_AddNumberToObject(root, "arena_bytes", (double)arena);
+        cJSON_AddNumberToObject(root, "activations_naive_bytes", (double)naive);
+        if (jitted) {
+            cJSON *c = cJSON_AddObjectToObject(root, "compile");
+            cJSON_AddNumberToObject(c, "autodiff_s", t_ad);
+            cJSON_AddNumberToObject(c, "lower_s", t_lower);
+            cJSON_AddNumberToObject(c, "jit_total_s", jt.total);
+            cJSON_AddNumberToObject(c, "jit_ir_build_s", jt.ir_build);
+            cJSON_AddNumberToObject(c, "jit_optimise_s", jt.optimise);
+            cJSON_AddNumberToObject(c, "jit_codegen_s", jt.codegen);
+            cJSON_AddNumberToObject(c, "jit_link_s", jt.link);
+            cJSON_AddBoolToObject(c, "cache_hit", jt.cache_hit);
+            cJSON_AddNumberToObject(c, "kernels", jt.kernels);
+            cJSON_AddNumberToObject(c, "kernels_unique", jt.kernels_unique);
+        }
         cJSON *layers = cJSON_AddArrayToObject(root, "layers");
         for (int l = 0; l < g.nlayers; l++) {
             const Layer *L = &g.layers[l];
@@ -260,6 +351,12 @@ static int cmd_check(const Args *a) {
         }
         printf("total: %lld parameters, %.3f GFLOP forward per image; causal (every output pixel depends only on "
                "earlier pixels)\n", (long long)total_params, total_flops / 1e9);
+        printf("memory at batch %d: arena %.1f MiB for forward + backward (every activation kept separately: %.1f MiB)\n",
+               a->batch, (double)arena / 1048576.0, (double)naive / 1048576.0);
+        if (a->verbose) {
+            printf("compile: autodiff %.3f s, kernel lowering + fusion + memory plan %.3f s\n", t_ad, t_lower);
+            jit_timings_print(&jt, stdout);
+        }
     }
     free(st);
     ir_graph_free(&g);
@@ -289,6 +386,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
     if (!strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (!strcmp(argv[1], "import")) return cmd_import(argc, argv);
+    if (!strcmp(argv[1], "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(argv[1], "emit")) return cmd_emit(argc, argv);
     fprintf(stderr, "pxc: unknown command '%s'\n", argv[1]);
     fprintf(stderr, usage, cmd_run_usage);
     return 2;

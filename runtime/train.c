@@ -17,6 +17,8 @@
 #include "image.h"
 #include "loss.h"
 #include "params_init.h"
+#include "kernels/kir.h"
+#include "llvm/jit.h"
 #include "ref/ref.h"
 #include "sample.h"
 
@@ -40,10 +42,8 @@ int rt_backend_from_name(const char *s) {
 
 pxc_model *rt_build_model(Graph *g, RtBackend which, int max_batch, RtBackend *chosen, char *err, size_t errlen) {
     /* ======================= THE BACK-END CHOICE ==========================
-     * `auto` means the fastest back end built into this pxc. Until the JIT
-     * is wired in here, that is the reference backend; wiring it in means
-     * setting `fastest` to RT_BACKEND_JIT and filling in its case below. */
-    const RtBackend fastest = RT_BACKEND_REF;
+     * `auto` means the fastest back end built into this pxc: the JIT. */
+    const RtBackend fastest = RT_BACKEND_JIT;
     RtBackend b = which == RT_BACKEND_AUTO ? fastest : which;
     /* ====================================================================== */
     if (chosen) *chosen = b;
@@ -60,9 +60,17 @@ pxc_model *rt_build_model(Graph *g, RtBackend which, int max_batch, RtBackend *c
     }
     switch (b) {
     case RT_BACKEND_REF: return ref_model_new(g, max_batch, err, errlen);
-    case RT_BACKEND_JIT:
-        snprintf(err, errlen, "the JIT back end is not built into this pxc yet; use --backend ref");
-        return NULL;
+    case RT_BACKEND_JIT: {
+        DiagList dl;
+        diag_init(&dl);
+        KirOptions ko = {0};
+        KirProgram *prog = kir_lower(g, &ko, &dl);
+        pxc_model *m = prog ? jit_compile(prog, NULL, &dl) : NULL;
+        if (prog) kir_free(prog);
+        if (!m) snprintf(err, errlen, "cannot compile the model: %s", dl.n ? dl.items[0].msg : "unknown error");
+        diag_free(&dl);
+        return m;
+    }
     case RT_BACKEND_AUTO: break;
     }
     snprintf(err, errlen, "unknown back end %d", (int)b);

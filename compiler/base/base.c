@@ -182,10 +182,19 @@ static void print_source_line(FILE *f, const SourceText *src, int line, int col,
     if (p >= end && line > 1) return;
     const char *e = p;
     while (e < end && *e != '\n') e++;
-    fprintf(f, "%5d | ", line);
-    for (const char *q = p; q < e; q++) fputc(*q == '\t' ? ' ' : (unsigned char)*q < 32 ? '?' : *q, f);
-    fprintf(f, "\n      | ");
-    for (int c = 1; c < col && p + c - 1 < e; c++) fputc(' ', f);
+    /* a long line shows 160 characters around the column, "..." for the rest */
+    const char *a = p, *b = e;
+    int skip = 0;
+    if (e - p > 160) {
+        a = col - 1 > 80 ? p + (col - 1 - 80) : p;
+        if (a > e) a = e;
+        b = e - a > 160 ? a + 160 : e;
+        skip = (int)(a - p);
+    }
+    fprintf(f, "%5d | %s", line, a > p ? "..." : "");
+    for (const char *q = a; q < b; q++) fputc(*q == '\t' ? ' ' : (unsigned char)*q < 32 ? '?' : *q, f);
+    fprintf(f, "%s\n      | %s", b < e ? "..." : "", a > p ? "   " : "");
+    for (int c = 1 + skip; c < col && p + c - 1 < b; c++) fputc(' ', f);
     fprintf(f, "%s^%s\n", color ? "\033[1;32m" : "", color ? "\033[0m" : "");
 }
 
@@ -234,6 +243,7 @@ const char *str_closest(const char *word, const char *const *cands, int ncands) 
     const char *bs = NULL;
     int lim = (int)strlen(word) / 3;
     if (lim < 2) lim = 2;
+    if (lim > 21) return NULL;  /* over 64 characters: str_edit_distance does not measure */
     for (int i = 0; i < ncands; i++) {
         if (!cands[i]) continue;
         int d = str_edit_distance(word, cands[i]);

@@ -161,6 +161,12 @@ void ir_print(const Graph *g, FILE *f, int from, int to) {
 
 /* ---- verifier ------------------------------------------------------------ */
 
+static int cmp_param_name(const void *a, const void *b) {
+    const Node *x = *(const Node *const *)a, *y = *(const Node *const *)b;
+    int r = strcmp(x->name, y->name);
+    return r ? r : (x < y ? -1 : x > y);
+}
+
 bool ir_verify(const Graph *g, DiagList *dl) {
     int before = dl->nerrors;
     char b1[64], b2[64];
@@ -184,10 +190,16 @@ bool ir_verify(const Graph *g, DiagList *dl) {
                        shape_str(n->shape, b1, sizeof b1), shape_str(copy.shape, b2, sizeof b2));
         diag_free(&tmp);
     }
+    /* parameter names are unique: sort them (O(P log P), a spec may make
+     * many) and compare neighbours */
+    const Node **ps = xmalloc(sizeof *ps * (size_t)(g->n ? g->n : 1));
+    size_t np = 0;
     for (int i = 0; i < g->n; i++)
-        if (g->nodes[i].op == IR_PARAM)
-            for (int j = i + 1; j < g->n; j++)
-                if (g->nodes[j].op == IR_PARAM && strcmp(g->nodes[i].name, g->nodes[j].name) == 0)
-                    diag_error(dl, g->nodes[j].loc, "parameter '%s' is defined twice", g->nodes[j].name);
+        if (g->nodes[i].op == IR_PARAM) ps[np++] = &g->nodes[i];
+    qsort(ps, np, sizeof *ps, cmp_param_name);
+    for (size_t i = 1; i < np; i++)
+        if (strcmp(ps[i - 1]->name, ps[i]->name) == 0)
+            diag_error(dl, ps[i]->loc, "parameter '%s' is defined twice", ps[i]->name);
+    free(ps);
     return dl->nerrors == before;
 }

@@ -27,8 +27,13 @@ typedef struct P {
     Arena *a;
     DiagList *dl;
     bool failed;
-    int depth;
+    int depth;   /* recursion of the parse functions (bounded: MAX_DEPTH) */
+    int nexpr;   /* Expr nodes made (bounded: MAX_EXPRS, which bounds eval's recursion too) */
 } P;
+
+#define MAX_DEPTH 100
+#define MAX_EXPRS 1000
+#define MAX_TOKEN 256
 
 static SrcLoc loc_at(P *p, int off) {
     SrcLoc l = p->node->loc;
@@ -83,6 +88,10 @@ static void next(P *p) {
     }
     p->tok = t;
     p->pos = i + t.len;
+    if (t.len > MAX_TOKEN) {
+        perr(p, i, "a name or number of more than %s characters", "256");
+        p->tok.kind = T_EOF;
+    }
 }
 
 static bool is_punct(P *p, const char *s) {
@@ -102,7 +111,17 @@ static bool expect(P *p, const char *s) {
     return false;
 }
 
+/* expect() for a closing bracket: on failure, a note at the opening one. */
+static bool expect_close(P *p, const char *s, int open_off) {
+    bool was_failed = p->failed;
+    if (expect(p, s)) return true;
+    if (!was_failed && p->tok.off != open_off)
+        diag_note(p->dl, loc_at(p, open_off), "to close the '%c' here", p->src[open_off]);
+    return false;
+}
+
 static Expr *mk(P *p, EKind k, int off) {
+    if (++p->nexpr == MAX_EXPRS + 1) perr(p, off, "the statement is too long (more than %s terms)", "1000");
     Expr *e = arena_alloc(p->a, sizeof *e);
     e->kind = k;
     e->loc = loc_at(p, off);
@@ -110,6 +129,18 @@ static Expr *mk(P *p, EKind k, int off) {
 }
 
 static Expr *parse_expr(P *p);
+static Expr *parse_cond(P *p);
+
+/* Every recursive parse function enters and leaves: deep nesting and a
+ * failed parse stop the descent. */
+static bool enter(P *p) {
+    if (p->failed) return false;
+    if (++p->depth > MAX_DEPTH) {
+        perr(p, p->tok.off, "the expression nests more than %s levels deep", "100");
+        return false;
+    }
+    return true;
+}
 
 static Expr *parse_primary(P *p) {
     Tok t = p->tok;
@@ -131,11 +162,13 @@ static Expr *parse_primary(P *p) {
             e->name = name;
             return e;
         }
+        int open_off = p->tok.off;
         next(p);
         Expr *e = mk(p, E_CALL, t.off);
         e->name = name;
         Expr *args[64];
         char *names[64];
+        SrcLoc nlocs[64];
         int n = 0;
         while (!is_punct(p, ")") && !p->failed) {
             if (n == 64) {
@@ -143,6 +176,7 @@ static Expr *parse_primary(P *p) {
                 return NULL;
             }
             names[n] = NULL;
+            nlocs[n] = loc_at(p, p->tok.off);
             if (p->tok.kind == T_IDENT && p->src[p->pos] == '=' && p->src[p->pos + 1] != '=') {
                 names[n] = arena_printf(p->a, "%.*s", p->tok.len, p->tok.s);
                 next(p);
@@ -166,18 +200,20 @@ static Expr *parse_primary(P *p) {
             if (!is_punct(p, ",")) break;
             next(p);
         }
-        if (!expect(p, ")")) return NULL;
+        if (!expect_close(p, ")", open_off)) return NULL;
         e->nargs = n;
         e->args = arena_alloc(p->a, sizeof(Expr *) * (size_t)(n ? n : 1));
         e->argnames = arena_alloc(p->a, sizeof(char *) * (size_t)(n ? n : 1));
         memcpy(e->args, args, sizeof(Expr *) * (size_t)n);
         memcpy(e->argnames, names, sizeof(char *) * (size_t)n);
+        e->argnlocs = arena_alloc(p->a, sizeof(SrcLoc) * (size_t)(n ? n : 1));
+        memcpy(e->argnlocs, nlocs, sizeof(SrcLoc) * (size_t)n);
         return e;
     }
     if (is_punct(p, "(")) {
         next(p);
         Expr *e = parse_expr(p);
-        if (!e || !expect(p, ")")) return NULL;
+        if (!e || !expect_close(p, ")", t.off)) return NULL;
         return e;
     }
     if (is_punct(p, "[")) {
@@ -194,7 +230,7 @@ static Expr *parse_primary(P *p) {
             if (!is_punct(p, ",")) break;
             next(p);
         }
-        if (!expect(p, "]")) return NULL;
+        if (!expect_close(p, "]", t.off)) return NULL;
         e->nargs = n;
         e->args = arena_alloc(p->a, sizeof(Expr *) * (size_t)(n ? n : 1));
         memcpy(e->args, items, sizeof(Expr *) * (size_t)n);
@@ -205,10 +241,7 @@ static Expr *parse_primary(P *p) {
 }
 
 static Expr *parse_unary(P *p) {
-    if (++p->depth > 100) {
-        perr(p, p->tok.off, "the expression nests too deeply%s", "");
-        return NULL;
-    }
+    if (!enter(p)) return NULL;
     Expr *r;
     if (is_punct(p, "-")) {
         Expr *e = mk(p, E_NEG, p->tok.off);
@@ -268,13 +301,18 @@ static Expr *parse_cmp(P *p) {
 }
 
 static Expr *parse_not(P *p) {
+    if (!enter(p)) return NULL;
+    Expr *r;
     if (is_word(p, "not")) {
         Expr *e = mk(p, E_NOT, p->tok.off);
         next(p);
         e->lhs = parse_not(p);
-        return e->lhs ? e : NULL;
+        r = e->lhs ? e : NULL;
+    } else {
+        r = parse_cmp(p);
     }
-    return parse_cmp(p);
+    p->depth--;
+    return r;
 }
 
 static Expr *parse_and(P *p) {
@@ -300,6 +338,13 @@ static Expr *parse_or(P *p) {
 /* `a if c else b`; a trailing `if c` without `else` is left for the
  * statement (a conditional statement). */
 static Expr *parse_expr(P *p) {
+    if (!enter(p)) return NULL;
+    Expr *r = parse_cond(p);
+    p->depth--;
+    return r;
+}
+
+static Expr *parse_cond(P *p) {
     Expr *l = parse_or(p);
     if (!l || !is_word(p, "if")) return l;
     int save_pos = p->pos;

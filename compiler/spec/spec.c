@@ -41,8 +41,8 @@
 
 #define MAX_TEMPLATE_DEPTH 32
 #define MAX_REPEAT 100000
-#define MAX_NODES 2000000
-#define MAX_STATEMENTS 1000000
+#define MAX_NODES 200000        /* ~60 MB of nodes; the paper model has 1392 */
+#define MAX_STATEMENTS 200000
 
 /* ---- values --------------------------------------------------------------- */
 
@@ -57,6 +57,7 @@ struct Value {
     int node;          /* V_TENSOR */
     bool popped;       /* V_TENSOR taken from a stack ... */
     SrcLoc pushed_at;  /* ... pushed here */
+    const char *pushed_when;  /* ... in this loop iteration ("s=1, i=4"), or "" */
     const char *stack; /* ... of this stack */
     Value *items;      /* V_LIST */
     int n;
@@ -88,6 +89,7 @@ typedef struct Template {
     SrcLoc loc;
     const YNode *args;   /* sequence */
     const YNode *body;
+    bool no_return_reported;
 } Template;
 
 typedef struct Stack {
@@ -102,6 +104,17 @@ typedef struct Override {
     bool used;
 } Override;
 
+/* Full layer names → where each was first made: an open-addressing set. */
+typedef struct LayerName {
+    const char *name;
+    SrcLoc loc;
+} LayerName;
+
+typedef struct LayerSet {
+    LayerName *slots;
+    size_t cap, n;
+} LayerSet;
+
 typedef struct Ctx {
     Graph *g;
     DiagList *dl;
@@ -115,6 +128,11 @@ typedef struct Ctx {
     Override *ovr;
     int novr;
     const char *callstack[MAX_TEMPLATE_DEPTH + 1];
+    SrcLoc callsite[MAX_TEMPLATE_DEPTH + 1];   /* where each active call is written */
+    const char *loopvar[64];   /* active repeat loops, outermost first ... */
+    long loopval[64];          /* ... and their counters */
+    int nloops;
+    int first_n, mark_n; /* diagnostics: this compilation's first; those followed up by flush_errors */
     int depth;
     char prefix[1024];   /* the current layer-name scope, e.g. "up.0.u.0" */
     /* the statement being run: its layer name and whether a parametric
@@ -127,6 +145,13 @@ typedef struct Ctx {
     long statements;
     bool returned;
     Value retval;
+    SrcLoc retloc;       /* the return statement that set retval */
+    bool stopped;        /* a size limit was hit: stop running statements */
+    SrcLoc *recursions;  /* template calls already reported as recursive */
+    int nrec, reccap;
+    const char **bad_tmpl;  /* templates whose definition failed: calls stay quiet */
+    int nbad, badcap;
+    LayerSet layers;     /* full layer names, to find one used twice */
     SpecHead head;
     int nr_mix;
 } Ctx;
@@ -147,17 +172,86 @@ static void scope_set(Ctx *c, Scope *s, const char *name, Value v, SrcLoc loc) {
     Var *var = scope_find(s, name);
     if (var) {
         var->val = v;
+        var->loc = loc;
         return;
     }
     Var nv = {arena_strdup(c->a, name), v, loc};
     VEC_PUSH(s->vars, s->n, s->cap, nv);
 }
 
+/* Add `name`; if it is there already, return its first entry instead. */
+static const LayerName *layerset_add(LayerSet *ls, const char *name, SrcLoc loc) {
+    if (2 * (ls->n + 1) > ls->cap) {
+        LayerSet big = {xcalloc(ls->cap ? 2 * ls->cap : 256, sizeof(LayerName)), ls->cap ? 2 * ls->cap : 256, 0};
+        for (size_t i = 0; i < ls->cap; i++)
+            if (ls->slots[i].name) layerset_add(&big, ls->slots[i].name, ls->slots[i].loc);
+        free(ls->slots);
+        *ls = big;
+    }
+    size_t i = hash_bytes(HASH_INIT, name, strlen(name)) & (ls->cap - 1);
+    for (; ls->slots[i].name; i = (i + 1) & (ls->cap - 1))
+        if (!strcmp(ls->slots[i].name, name)) return &ls->slots[i];
+    ls->slots[i].name = name;
+    ls->slots[i].loc = loc;
+    ls->n++;
+    return NULL;
+}
+
+/* Follow up the diagnostics added since the last call: an error that
+ * repeats one already reported (same place, same words: a template that
+ * fails the same way at every call) is dropped with its notes; otherwise,
+ * inside a template, notes name the calls that led there, innermost first. */
+static void flush_errors(Ctx *c) {
+    DiagList *dl = c->dl;
+    if (dl->n == c->mark_n) return;
+    bool any = false, all_dup = true;
+    for (int i = c->mark_n; i < dl->n; i++) {
+        const Diag *d = &dl->items[i];
+        if (d->level != DIAG_ERROR) continue;
+        any = true;
+        bool dup = false;
+        for (int j = c->first_n; j < c->mark_n && !dup; j++) {
+            const Diag *e = &dl->items[j];
+            dup = e->level == DIAG_ERROR && e->loc.line == d->loc.line && e->loc.col == d->loc.col &&
+                  (e->loc.file == d->loc.file || (e->loc.file && d->loc.file && !strcmp(e->loc.file, d->loc.file))) &&
+                  !strcmp(e->msg, d->msg);
+        }
+        if (!dup) all_dup = false;
+    }
+    if (any && all_dup) {
+        for (int i = c->mark_n; i < dl->n; i++) {
+            if (dl->items[i].level == DIAG_ERROR) dl->nerrors--;
+            free(dl->items[i].msg);
+        }
+        dl->n = c->mark_n;
+    } else if (any) {
+        for (int k = c->depth - 1; k >= 0; k--)
+            diag_note(dl, c->callsite[k], "in template '%s', called here", c->callstack[k]);
+    }
+    c->mark_n = dl->n;
+}
+
+/* A size limit stops the run; diag_full too. */
+static bool halted(Ctx *c) { return c->stopped || diag_full(c->dl); }
+
 static const char *const builtin_names[] = {
     "conv", "deconv", "nin", "class_bias", "concat_elu", "elu", "sigmoid", "tanh", "gate", "down_shift",
     "right_shift", "shift", "concat", "slice", "dropout", "ones", "push", "pop",
 };
 enum { NBUILTINS = sizeof builtin_names / sizeof builtin_names[0] };
+
+/* A user's text for a message: at most 64 characters of it. */
+static const char *clip(Ctx *c, const char *s) {
+    return strlen(s) <= 64 ? s : arena_printf(c->a, "%.60s...", s);
+}
+
+/* Did-you-mean, but not a candidate that shares nothing with the word (for
+ * one-letter names every other one-letter name is "close"). */
+static const char *closest(const char *word, const char *const *cands, int ncands) {
+    const char *r = str_closest(word, cands, ncands);
+    if (r && str_edit_distance(word, r) >= (int)strlen(word)) return NULL;
+    return r;
+}
 
 /* Did-you-mean over the variables in scope, params, templates and builtins. */
 static const char *suggest_name(Ctx *c, Scope *s, const char *word, bool calls) {
@@ -171,22 +265,25 @@ static const char *suggest_name(Ctx *c, Scope *s, const char *word, bool calls) 
         for (int i = 0; i < c->ntmpl; i++) cands[n++] = c->tmpl[i].name;
         for (int i = 0; i < NBUILTINS; i++) cands[n++] = builtin_names[i];
     }
-    const char *r = str_closest(word, cands, n);
+    const char *r = closest(word, cands, n);
     free(cands);
     return r;
 }
 
 /* ---- YAML schema helpers ---------------------------------------------------- */
 
-/* Report every key of `map` not in `allowed`, with a did-you-mean. */
+/* Report every key of `map` not in `allowed`, with a did-you-mean. A key
+ * with a suggestion that the map lacks is then read as that key, so later
+ * checks do not repeat the error ("needs 'height'"); a key reported once is
+ * not reported again when a loop or a template runs the same map. */
 static void check_keys(Ctx *c, const YNode *map, const char *what, const char *const *allowed, int nallowed) {
     for (int i = 0; i < map->n; i++) {
         const char *k = map->keys[i]->str;
         bool ok = false;
         for (int j = 0; j < nallowed; j++)
             if (strcmp(k, allowed[j]) == 0) ok = true;
-        if (ok) continue;
-        const char *s = str_closest(k, allowed, nallowed);
+        if (ok || map->keys[i]->parse_state == -2) continue;
+        const char *s = closest(k, allowed, nallowed);
         if (s)
             ERR(map->keys[i]->loc, "unknown key '%s' in %s; did you mean '%s'?", k, what, s);
         else {
@@ -195,7 +292,26 @@ static void check_keys(Ctx *c, const YNode *map, const char *what, const char *c
             ERR(map->keys[i]->loc, "unknown key '%s' in %s; expected one of %s", k, what, sb.s);
             sb_free(&sb);
         }
+        YNode *key = arena_alloc(c->a, sizeof *key);
+        *key = *map->keys[i];
+        key->parse_state = -2;
+        if (s && !ymap_get(map, s)) key->str = arena_strdup(c->a, s), key->len = strlen(s);
+        ((YNode *)map)->keys[i] = key;
     }
+}
+
+/* True if `map` has an unknown key that check_keys took for a misspelling
+ * of `key` (so "needs 'key'" would only repeat that error). */
+static bool misspelt(const YNode *map, const char *key, const char *const *allowed, int nallowed) {
+    for (int i = 0; i < map->n; i++) {
+        const char *k = map->keys[i]->str;
+        bool ok = false;
+        for (int j = 0; j < nallowed; j++)
+            if (strcmp(k, allowed[j]) == 0) ok = true;
+        const char *s = ok ? NULL : closest(k, allowed, nallowed);
+        if (s && !strcmp(s, key)) return true;
+    }
+    return false;
 }
 
 static bool want_kind(Ctx *c, const YNode *n, YKind k, const char *what) {
@@ -231,7 +347,19 @@ static const char *describe(Ctx *c, Value v) {
     if (v.k == V_TENSOR) return arena_printf(c->a, "a %s tensor", shape_str(node_of(c, v)->shape, buf, sizeof buf));
     if (v.k == V_NUM) return arena_printf(c->a, "the number %g", v.num);
     if (v.k == V_SYM) return arena_printf(c->a, "the name '%s'", v.sym);
+    if (v.k == V_LIST) return arena_printf(c->a, "a list of %d item%s", v.n, v.n == 1 ? "" : "s");
     return vkind_name(v.k);
+}
+
+/* After a shape error: where each input that came off a stack was pushed. */
+static void popped_notes(Ctx *c, const Value *ins, int nin, bool operands) {
+    char buf[64];
+    for (int i = 0; i < nin; i++) {
+        if (!ins[i].popped) continue;
+        const char *which = operands ? (i ? "the right operand" : "the left operand") : arena_printf(c->a, "input %d", i + 1);
+        diag_note(c->dl, ins[i].pushed_at, "%s (%s) was popped from stack '%s'; it was pushed here%s", which,
+                  shape_str(node_of(c, ins[i])->shape, buf, sizeof buf), ins[i].stack, ins[i].pushed_when);
+    }
 }
 
 /* Add a node; on a shape error, also point at where popped inputs were pushed. */
@@ -241,18 +369,16 @@ static Value add_node(Ctx *c, OpKind op, const Value *ins, int nin, const Attrs 
         if (ins[i].k == V_ERR) return v_err();
         idx[i] = ins[i].node;
     }
+    if (c->stopped) return v_err();
     if (c->g->n > MAX_NODES) {
-        if (!diag_full(c->dl)) ERR(loc, "the network has more than %d nodes", MAX_NODES);
+        ERR(loc, "the network has more than %d nodes; is a repeat count too large?", MAX_NODES);
+        c->stopped = true;
         return v_err();
     }
     int before = c->dl->nerrors;
     int id = ir_add(c->g, c->dl, op, idx, nin, a, loc);
     if (id < 0) {
-        if (c->dl->nerrors > before)
-            for (int i = 0; i < nin; i++)
-                if (ins[i].popped)
-                    diag_note(c->dl, ins[i].pushed_at, "input %d was popped from stack '%s'; it was pushed here", i + 1,
-                              ins[i].stack);
+        if (c->dl->nerrors > before) popped_notes(c, ins, nin, false);
         return v_err();
     }
     return v_tensor(id);
@@ -264,14 +390,58 @@ static bool want_tensor(Ctx *c, Value v, const Expr *e, const char *fn, const ch
     return false;
 }
 
-static bool want_int(Ctx *c, Value v, const Expr *e, const char *fn, const char *arg, long lo, long *out) {
+/* The first name in `e` that holds a number or a list. */
+static const Expr *first_name(const Expr *e, int depth) {
+    if (!e || depth > 50) return NULL;
+    if (e->kind == E_NAME) return e;
+    if (e->kind == E_CALL) return NULL;
+    const Expr *parts[3] = {e->cond, e->lhs, e->rhs};
+    for (int i = 0; i < 3; i++) {
+        const Expr *r = first_name(parts[i], depth + 1);
+        if (r) return r;
+    }
+    for (int i = 0; e->kind == E_LIST && i < e->nargs; i++) {
+        const Expr *r = first_name(e->args[i], depth + 1);
+        if (r) return r;
+    }
+    return NULL;
+}
+
+/* After an error about a value: a note at where the name it came from got
+ * that value (a parameter, --set, a template argument, an assignment). */
+static void note_origin(Ctx *c, Scope *s, const Expr *e) {
+    const Expr *n = first_name(e, 0);
+    if (!n) return;
+    Var *v = s ? scope_find(s, n->name) : NULL;
+    bool param = false;
+    if (!v) v = scope_find(&c->params, n->name), param = true;
+    if (!v || (v->val.k != V_NUM && v->val.k != V_LIST && v->val.k != V_SYM)) return;
+    if (param && v->loc.line == 0) {
+        for (int i = 0; i < c->novr; i++)
+            if (c->ovr[i].used && (!strcmp(c->ovr[i].key, n->name) || (!strncmp(c->ovr[i].key, "params.", 7) &&
+                                                                      !strcmp(c->ovr[i].key + 7, n->name)))) {
+                diag_note(c->dl, srcloc_none(), "'%s' is set by --set '%s=%s'", n->name, c->ovr[i].key, c->ovr[i].value);
+                return;
+            }
+        return;
+    }
+    if (v->loc.line == n->loc.line && v->loc.col == n->loc.col && v->loc.file == n->loc.file) return;
+    diag_note(c->dl, v->loc, param ? "'%s' is defined here" : "'%s' gets its value here", n->name);
+}
+
+static bool want_int(Ctx *c, Scope *s, Value v, const Expr *e, const char *fn, const char *arg, long lo, long *out) {
     if (v.k == V_ERR) return false;
     if (v.k != V_NUM || v.num != floor(v.num)) {
         ERR(e->loc, "%s: argument '%s' must be a whole number, found %s", fn, arg, describe(c, v));
+        note_origin(c, s, e);
         return false;
     }
     if (v.num < lo || v.num > 1e9) {
-        ERR(e->loc, "%s: argument '%s' must be at least %ld, found %g", fn, arg, lo, v.num);
+        if (v.num < lo)
+            ERR(e->loc, "%s: argument '%s' must be at least %ld, found %g", fn, arg, lo, v.num);
+        else
+            ERR(e->loc, "%s: argument '%s' must be at most 1e9, found %g", fn, arg, v.num);
+        note_origin(c, s, e);
         return false;
     }
     *out = (long)v.num;
@@ -304,11 +474,15 @@ static bool bind_args(Ctx *c, Scope *s, const Expr *call, const Sig *sig, Value 
             if (slot < 0) {
                 const char *cands[8];
                 for (int j = 0; j < np; j++) cands[j] = arena_printf(c->a, "%.*s", (int)strcspn(sig->params[j], "?"), sig->params[j]);
-                const char *sug = str_closest(call->argnames[i], cands, np);
-                if (sug)
-                    ERR(call->args[i]->loc, "%s has no argument '%s'; did you mean '%s'?", sig->name, call->argnames[i], sug);
-                else
-                    ERR(call->args[i]->loc, "%s has no argument '%s'", sig->name, call->argnames[i]);
+                const char *sug = closest(call->argnames[i], cands, np);
+                if (sug) {
+                    ERR(call->argnlocs[i], "%s has no argument '%s'; did you mean '%s'?", sig->name, call->argnames[i], sug);
+                } else {
+                    StrBuf sb = {0};
+                    for (int j = 0; j < np; j++) sb_printf(&sb, "%s%s", j ? ", " : "", cands[j]);
+                    ERR(call->argnlocs[i], "%s has no argument '%s'; its arguments are %s", sig->name, call->argnames[i], sb.s);
+                    sb_free(&sb);
+                }
                 ok = false;
                 continue;
             }
@@ -320,7 +494,7 @@ static bool bind_args(Ctx *c, Scope *s, const Expr *call, const Sig *sig, Value 
             slot = pos++;
         }
         if (given[slot]) {
-            ERR(call->args[i]->loc, "%s: argument '%.*s' given twice", sig->name, (int)strcspn(sig->params[slot], "?"),
+            ERR(call->argnames[i] ? call->argnlocs[i] : call->args[i]->loc, "%s: argument '%.*s' given twice", sig->name, (int)strcspn(sig->params[slot], "?"),
                 sig->params[slot]);
             ok = false;
             continue;
@@ -351,7 +525,14 @@ static const char *layer_name(Ctx *c, const Expr *call, const char *fn) {
         base = arena_printf(c->a, "%s_%d", fn, c->auto_names++);
     }
     c->stmt_param_calls++;
-    return c->prefix[0] ? arena_printf(c->a, "%s.%s", c->prefix, base) : arena_strdup(c->a, base);
+    const char *full = c->prefix[0] ? arena_printf(c->a, "%s.%s", c->prefix, base) : arena_strdup(c->a, base);
+    const LayerName *first = layerset_add(&c->layers, full, call->loc);
+    if (first) {
+        ERR(call->loc, "layer name '%s' is used twice; layer names must be unique (their parameters would clash)", full);
+        diag_note(c->dl, first->loc, "'%s' is first used here", full);
+        return NULL;
+    }
+    return full;
 }
 
 static Value make_param(Ctx *c, const char *layer, const char *suffix, Shape sh, ParamRole role, double std,
@@ -373,7 +554,7 @@ static Value call_wn_layer(Ctx *c, Scope *s, const Expr *call, int kind /*0 conv
     if (!bind_args(c, s, call, sig, a, w)) return v_err();
     if (!want_tensor(c, a[0], w[0], sig->name, "x")) return v_err();
     long F, kh = 1, kw = 1, stride = kind == 1 ? 2 : 1;
-    if (!want_int(c, a[1], w[1], sig->name, "filters", 1, &F)) return v_err();
+    if (!want_int(c, s, a[1], w[1], sig->name, "filters", 1, &F)) return v_err();
     ShiftKind shift = kind == 2 ? SHIFT_NONE : SHIFT_DOWN;
     double init_scale = 1.0;
     if (kind != 2) {
@@ -381,8 +562,10 @@ static Value call_wn_layer(Ctx *c, Scope *s, const Expr *call, int kind /*0 conv
             ERR(w[2]->loc, "%s: argument 'kernel' must be a list [height, width], found %s", sig->name, describe(c, a[2]));
             return v_err();
         }
-        if (!want_int(c, a[2].items[0], w[2], sig->name, "kernel height", 1, &kh)) return v_err();
-        if (!want_int(c, a[2].items[1], w[2], sig->name, "kernel width", 1, &kw)) return v_err();
+        bool lit = w[2]->kind == E_LIST && w[2]->nargs == 2;
+        if (!want_int(c, s, a[2].items[0], lit ? w[2]->args[0] : w[2], sig->name, "kernel height", 1, &kh) ||
+            !want_int(c, s, a[2].items[1], lit ? w[2]->args[1] : w[2], sig->name, "kernel width", 1, &kw))
+            return v_err();
         if (a[3].k != V_NONE) {
             const char *sh = a[3].k == V_SYM ? a[3].sym : "";
             if (!strcmp(sh, "down")) shift = SHIFT_DOWN;
@@ -393,7 +576,7 @@ static Value call_wn_layer(Ctx *c, Scope *s, const Expr *call, int kind /*0 conv
                 return v_err();
             }
         }
-        if (a[4].k != V_NONE && !want_int(c, a[4], w[4], sig->name, "stride", 1, &stride)) return v_err();
+        if (a[4].k != V_NONE && !want_int(c, s, a[4], w[4], sig->name, "stride", 1, &stride)) return v_err();
         if (kind == 1 && stride != 2) {
             ERR(w[4]->loc, "deconv supports stride 2 only, found %ld", stride);
             return v_err();
@@ -467,6 +650,23 @@ static Value call_wn_layer(Ctx *c, Scope *s, const Expr *call, int kind /*0 conv
     return y;
 }
 
+/* " (s=1, i=4)" for the repeat loops running now, "" outside loops. */
+static const char *loop_text(Ctx *c) {
+    if (c->nloops == 0) return "";
+    StrBuf sb = {0};
+    int shown = 0;
+    for (int i = 0; i < c->nloops && i < 64; i++)
+        if (c->loopvar[i]) sb_printf(&sb, "%s%s=%ld", shown++ ? ", " : " (", c->loopvar[i], c->loopval[i]);
+    if (!shown) {
+        sb_free(&sb);
+        return "";
+    }
+    sb_putc(&sb, ')');
+    const char *r = arena_strdup(c->a, sb.s);
+    sb_free(&sb);
+    return r;
+}
+
 static Stack *find_stack(Ctx *c, const char *name) {
     for (int i = 0; i < c->nstacks; i++)
         if (strcmp(c->stacks[i].name, name) == 0) return &c->stacks[i];
@@ -482,11 +682,12 @@ static Stack *stack_arg(Ctx *c, const Expr *call, const char *fn) {
     if (!st) {
         const char **names = xmalloc(sizeof(char *) * (size_t)(c->nstacks + 1));
         for (int i = 0; i < c->nstacks; i++) names[i] = c->stacks[i].name;
-        const char *sug = str_closest(call->args[0]->name, names, c->nstacks);
+        const char *sug = closest(call->args[0]->name, names, c->nstacks);
         free(names);
-        if (sug)
+        if (sug) {
             ERR(call->args[0]->loc, "unknown stack '%s'; did you mean '%s'?", call->args[0]->name, sug);
-        else
+            return find_stack(c, sug);  /* go on as if it were spelt right: no cascade of pops */
+        } else
             ERR(call->args[0]->loc, "unknown stack '%s'; declare it under 'stacks'", call->args[0]->name);
     }
     return st;
@@ -512,6 +713,7 @@ static Value call_builtin(Ctx *c, Scope *s, const Expr *call) {
         if (!want_tensor(c, v, call->args[1], "push", "x")) return v_err();
         v.popped = true;
         v.pushed_at = call->loc;
+        v.pushed_when = loop_text(c);
         v.stack = st->name;
         VEC_PUSH(st->items, st->n, st->cap, v);
         return v_none();
@@ -600,7 +802,7 @@ static Value call_builtin(Ctx *c, Scope *s, const Expr *call) {
             at.dy = (int)a[1].num, at.dx = (int)a[2].num;
             return add_node(c, IR_SHIFT, a, 1, &at, call->loc);
         }
-        if (!want_int(c, a[1], w[1], fn, "start", 0, &v1) || !want_int(c, a[2], w[2], fn, "len", 1, &v2)) return v_err();
+        if (!want_int(c, s, a[1], w[1], fn, "start", 0, &v1) || !want_int(c, s, a[2], w[2], fn, "len", 1, &v2)) return v_err();
         at.start = (int)v1, at.len = (int)v2;
         return add_node(c, IR_SLICE, a, 1, &at, call->loc);
     }
@@ -624,6 +826,8 @@ static Value call_builtin(Ctx *c, Scope *s, const Expr *call) {
     }
     for (int i = 0; i < c->ntmpl; i++)
         if (!strcmp(c->tmpl[i].name, fn)) return call_template(c, s, call, &c->tmpl[i]);
+    for (int i = 0; i < c->nbad; i++)
+        if (!strcmp(c->bad_tmpl[i], fn)) return v_err();  /* its definition was reported */
     const char *sug = suggest_name(c, s, fn, true);
     if (sug)
         ERR(call->loc, "unknown function or template '%s'; did you mean '%s'?", fn, sug);
@@ -632,11 +836,21 @@ static Value call_builtin(Ctx *c, Scope *s, const Expr *call) {
     return v_err();
 }
 
+/* A scalar's statement or expression, parsed at its first use only. */
+static void *parse_cached(Ctx *c, const YNode *n, bool stmt) {
+    YNode *m = (YNode *)n;  /* the cache is the only field written after loading */
+    if (m->parse_state == (stmt ? 1 : 2)) return m->parsed;
+    if (m->parse_state == -1) return NULL;
+    m->parsed = stmt ? (void *)expr_parse_stmt(n, c->a, c->dl) : (void *)expr_parse(n, c->a, c->dl);
+    m->parse_state = m->parsed ? (stmt ? 1 : 2) : -1;
+    return m->parsed;
+}
+
 /* Evaluate a YAML value used as a default or literal: a scalar is an
  * expression, a sequence a list. */
 static Value eval_ynode(Ctx *c, Scope *s, const YNode *n) {
     if (n->kind == Y_SCALAR) {
-        Expr *e = expr_parse(n, c->a, c->dl);
+        Expr *e = parse_cached(c, n, false);
         return e ? eval(c, s, e) : v_err();
     }
     if (n->kind == Y_SEQ) {
@@ -652,11 +866,27 @@ static Value eval_ynode(Ctx *c, Scope *s, const YNode *n) {
     return v_err();
 }
 
+/* "template 'block' takes (x, a = none)", at its args. */
+static void template_args_note(Ctx *c, Template *t, const char **argnames, int na) {
+    StrBuf sb = {0};
+    for (int j = 0; j < na; j++) sb_printf(&sb, "%s%s", j ? ", " : "", argnames[j]);
+    diag_note(c->dl, t->args ? t->args->loc : t->loc, "template '%s' takes %s%s%s", t->name, na ? "(" : "no arguments",
+              na ? sb.s : "", na ? ")" : "");
+    sb_free(&sb);
+}
+
 static Value call_template(Ctx *c, Scope *s, const Expr *call, Template *t) {
     for (int i = 0; i < c->depth; i++)
         if (c->callstack[i] == t->name) {
-            ERR(call->loc, "template '%s' calls itself%s%s", t->name, c->depth > 1 ? " through '" : "",
-                c->depth > 1 ? arena_printf(c->a, "%s'", c->callstack[c->depth - 1]) : "");
+            for (int r = 0; r < c->nrec; r++)
+                if (c->recursions[r].line == call->loc.line && c->recursions[r].col == call->loc.col &&
+                    c->recursions[r].file == call->loc.file)
+                    return v_err();
+            VEC_PUSH(c->recursions, c->nrec, c->reccap, call->loc);
+            StrBuf via = {0};
+            for (int j = i + 1; j < c->depth; j++) sb_printf(&via, "%s'%s'", j > i + 1 ? ", " : " through ", c->callstack[j]);
+            ERR(call->loc, "template '%s' calls itself%s; templates cannot recurse", t->name, via.s ? via.s : "");
+            sb_free(&via);
             diag_note(c->dl, t->loc, "template '%s' is defined here", t->name);
             return v_err();
         }
@@ -681,25 +911,29 @@ static Value call_template(Ctx *c, Scope *s, const Expr *call, Template *t) {
             for (int j = 0; j < na; j++)
                 if (!strcmp(argnames[j], call->argnames[i])) slot = j;
             if (slot < 0) {
-                const char *sug = str_closest(call->argnames[i], argnames, na);
+                const char *sug = closest(call->argnames[i], argnames, na);
                 if (sug)
-                    ERR(call->args[i]->loc, "template '%s' has no argument '%s'; did you mean '%s'?", t->name,
+                    ERR(call->argnlocs[i], "template '%s' has no argument '%s'; did you mean '%s'?", t->name,
                         call->argnames[i], sug);
                 else
-                    ERR(call->args[i]->loc, "template '%s' has no argument '%s'", t->name, call->argnames[i]);
+                    ERR(call->argnlocs[i], "template '%s' has no argument '%s'", t->name, call->argnames[i]);
+                template_args_note(c, t, argnames, na);
                 ok = false;
                 break;
             }
         } else {
             if (pos >= na) {
-                ERR(call->args[i]->loc, "template '%s' takes at most %d arguments, found %d", t->name, na, call->nargs);
+                ERR(call->args[i]->loc, "template '%s' takes at most %d argument%s, found %d", t->name, na,
+                    na == 1 ? "" : "s", call->nargs);
+                template_args_note(c, t, argnames, na);
                 ok = false;
                 break;
             }
             slot = pos++;
         }
         if (given[slot]) {
-            ERR(call->args[i]->loc, "template '%s': argument '%s' given twice", t->name, argnames[slot]);
+            ERR(call->argnames[i] ? call->argnlocs[i] : call->args[i]->loc, "template '%s': argument '%s' given twice",
+                t->name, argnames[slot]);
             ok = false;
             break;
         }
@@ -740,16 +974,20 @@ static Value call_template(Ctx *c, Scope *s, const Expr *call, Template *t) {
     int layer = ir_add_layer(c->g, name, t->name, call->loc);
     const char *saved_stmt = c->stmt_name;
     int saved_calls = c->stmt_param_calls;
+    flush_errors(c);
+    c->callsite[c->depth] = call->loc;
     c->callstack[c->depth++] = t->name;
     bool saved_ret = c->returned;
     c->returned = false;
     c->retval = v_none();
     run_body(c, &local, t->body);
     Value r = c->returned ? c->retval : v_none();
-    if (!c->returned && c->dl->nerrors == 0) {
-        ERR(t->loc, "template '%s' ends without 'return'", t->name);
+    if (!c->returned && !halted(c)) {
+        if (!t->no_return_reported) ERR(t->loc, "template '%s' ends without 'return'", t->name);
+        t->no_return_reported = true;
         r = v_err();
     }
+    flush_errors(c);
     c->returned = saved_ret;
     c->depth--;
     c->stmt_name = saved_stmt;
@@ -847,6 +1085,17 @@ static Value eval(Ctx *c, Scope *s, const Expr *e) {
         if (l.k == V_ERR || r.k == V_ERR) return v_err();
         if (l.k == V_TENSOR && r.k == V_TENSOR && !strcmp(e->op, "+")) {
             Value ins[2] = {l, r};
+            Shape sa = node_of(c, l)->shape, sb = node_of(c, r)->shape;
+            if (!shape_eq(sa, sb)) {
+                char b1[64], b2[64];
+                bool same_size = sa.rank == 3 && sb.rank == 3 && sa.d[0] == sb.d[0] && sa.d[1] == sb.d[1];
+                ERR(e->loc, "cannot add %s and %s: %s", shape_str(sa, b1, sizeof b1), shape_str(sb, b2, sizeof b2),
+                    same_size ? arena_printf(c->a, "the channels differ (%lld vs %lld)", (long long)sa.d[2],
+                                             (long long)sb.d[2])
+                              : "the sizes differ");
+                popped_notes(c, ins, 2, true);
+                return v_err();
+            }
             Attrs at;
             memset(&at, 0, sizeof at);
             return add_node(c, IR_ADD, ins, 2, &at, e->loc);
@@ -916,11 +1165,27 @@ static const char *expand_name(Ctx *c, Scope *s, const YNode *key) {
 
 static void run_stmt(Ctx *c, Scope *s, const YNode *scalar, const char *name) {
     if (++c->statements > MAX_STATEMENTS) {
-        if (c->statements == MAX_STATEMENTS + 1) ERR(scalar->loc, "the spec runs more than %d statements", MAX_STATEMENTS);
+        ERR(scalar->loc, "the spec runs more than %d statements; is a repeat count too large?", MAX_STATEMENTS);
+        c->stopped = true;
         return;
     }
-    Stmt *st = expr_parse_stmt(scalar, c->a, c->dl);
-    if (!st) return;
+    Stmt *st = parse_cached(c, scalar, true);
+    if (!st) {
+        /* bind what the statement would have set, so later uses stay quiet */
+        const char *p = scalar->str;
+        while (*p == ' ') p++;
+        size_t n = 0;
+        while (isalnum((unsigned char)p[n]) || p[n] == '_') n++;
+        const char *q = p + n;
+        while (*q == ' ') q++;
+        if (n == 6 && !strncmp(p, "return", 6)) {
+            c->returned = true;
+            c->retval = v_err();
+        } else if (n && q[0] == '=' && q[1] != '=' && !isdigit((unsigned char)p[0])) {
+            scope_set(c, s, arena_printf(c->a, "%.*s", (int)n, p), v_err(), scalar->loc);
+        }
+        return;
+    }
     if (st->cond) {
         Value cv = eval(c, s, st->cond);
         if (cv.k == V_ERR) {
@@ -937,6 +1202,7 @@ static void run_stmt(Ctx *c, Scope *s, const YNode *scalar, const char *name) {
     if (st->is_return) {
         c->returned = true;
         c->retval = v;
+        c->retloc = st->loc;
         return;
     }
     if (st->target) {
@@ -958,7 +1224,8 @@ static void run_stmt(Ctx *c, Scope *s, const YNode *scalar, const char *name) {
 static Value run_body(Ctx *c, Scope *s, const YNode *body) {
     if (!body) return v_none();
     if (!want_kind(c, body, Y_SEQ, "a body")) return v_err();
-    for (int i = 0; i < body->n && !c->returned && !diag_full(c->dl); i++) {
+    /* after each item, follow up its errors (flush_errors) */
+    for (int i = 0; i < body->n && !c->returned && !halted(c); flush_errors(c), i++) {
         const YNode *item = body->items[i];
         if (item->kind == Y_SCALAR) {
             run_stmt(c, s, item, NULL);
@@ -991,10 +1258,13 @@ static Value run_body(Ctx *c, Scope *s, const YNode *body) {
                 }
                 var = as->str;
             }
-            for (long k = 0; k < (long)n.num && !c->returned && !diag_full(c->dl); k++) {
+            int slot = c->nloops++;
+            for (long k = 0; k < (long)n.num && !c->returned && !halted(c); k++) {
                 if (var) scope_set(c, s, var, v_num((double)k, true), as->loc);
+                if (slot < 64) c->loopvar[slot] = var, c->loopval[slot] = k;
                 run_body(c, s, rb);
             }
+            c->nloops--;
             continue;
         }
         if (iff) {
@@ -1122,20 +1392,56 @@ static Override *find_override(Ctx *c, const char *key, const char *alt) {
     return found;
 }
 
-/* Evaluate an override's value text as an expression in params scope. */
-static Value eval_override(Ctx *c, Override *o) {
+/* A parameter's value text: an expression over the earlier parameters; a
+ * bare word that names nothing is a symbol value (e.g. a mode). */
+static Value param_value(Ctx *c, const YNode *n) {
+    Expr *e = expr_parse(n, c->a, c->dl);
+    if (!e) return v_err();
+    if (e->kind == E_NAME && !scope_find(&c->params, e->name) && strcmp(e->name, "none") && strcmp(e->name, "true") &&
+        strcmp(e->name, "false")) {
+        Value v = v_none();
+        v.k = V_SYM;
+        v.sym = arena_strdup(c->a, e->name);
+        return v;
+    }
+    Scope empty = {0};
+    return eval(c, &empty, e);
+}
+
+/* Evaluate an override's value text (as a parameter's value when `param`,
+ * else as an expression); its errors name the --set. */
+static Value eval_override(Ctx *c, Override *o, bool param) {
     o->used = true;
     YNode n;
     memset(&n, 0, sizeof n);
     n.kind = Y_SCALAR;
     n.str = (char *)o->value;
     n.len = strlen(o->value);
-    n.loc.file = "--set";
     n.multiline = true;
-    Expr *e = expr_parse(&n, c->a, c->dl);
-    if (!e) return v_err();
-    Scope empty = {0};
-    return eval(c, &empty, e);
+    DiagList tmp, *saved = c->dl;
+    diag_init(&tmp);
+    c->dl = &tmp;
+    Value v;
+    if (param) {
+        v = param_value(c, &n);
+    } else {
+        Expr *e = expr_parse(&n, c->a, c->dl);
+        Scope empty = {0};
+        v = e ? eval(c, &empty, e) : v_err();
+    }
+    c->dl = saved;
+    for (int i = 0; i < tmp.n; i++) {
+        const Diag *d = &tmp.items[i];
+        if (d->level == DIAG_ERROR) ERR(srcloc_none(), "--set '%s=%s': %s", o->key, o->value, d->msg);
+        else if (d->loc.line > 0) diag_add(c->dl, d->level, d->loc, "%s", d->msg);
+    }
+    diag_free(&tmp);
+    return v;
+}
+
+/* The text naming an overridden input field in messages. */
+static const char *set_what(Ctx *c, Override *o, const char *what) {
+    return o ? arena_printf(c->a, "--set '%s=%s': %s", o->key, o->value, what) : what;
 }
 
 static bool positive_int(Ctx *c, Value v, SrcLoc loc, const char *what, long lo, long hi, int *out) {
@@ -1174,31 +1480,41 @@ static void load_params(Ctx *c, const YNode *params) {
             continue;
         }
         Override *o = find_override(c, k->str, arena_printf(c->a, "params.%s", k->str));
+        const YNode *yv = params->items[i];
         Value v;
         if (o) {
-            v = eval_override(c, o);
-        } else if (params->items[i]->kind == Y_SCALAR) {
-            Expr *e = expr_parse(params->items[i], c->a, c->dl);
-            Scope empty = {0};
-            if (e && e->kind == E_NAME && !scope_find(&c->params, e->name) && strcmp(e->name, "none") &&
-                strcmp(e->name, "true") && strcmp(e->name, "false")) {
-                /* a bare word that names nothing is a symbol value (e.g. a mode) */
-                v = v_none();
-                v.k = V_SYM;
-                v.sym = arena_strdup(c->a, e->name);
-            } else {
-                v = e ? eval(c, &empty, e) : v_err();
+            v = eval_override(c, o, true);
+            /* an override keeps the kind of the spec's own value */
+            if (v.k != V_ERR && yv->kind == Y_SCALAR) {
+                DiagList tmp, *saved = c->dl;
+                diag_init(&tmp);
+                c->dl = &tmp;
+                Value sv = param_value(c, yv);
+                c->dl = saved;
+                diag_free(&tmp);
+                if ((sv.k == V_NUM || sv.k == V_SYM) && v.k != sv.k) {
+                    ERR(srcloc_none(), "--set '%s=%s': '%s' must be %s like its value in the spec (%s), found %s",
+                        o->key, o->value, k->str, sv.k == V_NUM ? "a number" : "a name",
+                        sv.k == V_NUM ? arena_printf(c->a, "%g", sv.num) : sv.sym, describe(c, v));
+                    diag_note(c->dl, yv->loc, "'%s' is defined here", k->str);
+                    v = v_err();
+                }
             }
+        } else if (yv->kind == Y_SCALAR) {
+            v = param_value(c, yv);
         } else {
-            ERR(params->items[i]->loc, "parameter '%s' must be a number or a name, found a %s", k->str,
-                ynode_kind_name(params->items[i]->kind));
+            ERR(yv->loc, "parameter '%s' must be a number or a name, found a %s", k->str, ynode_kind_name(yv->kind));
             v = v_err();
         }
         if (v.k == V_TENSOR || v.k == V_LIST) {
-            ERR(params->items[i]->loc, "parameter '%s' must be a number", k->str);
+            if (o)
+                ERR(srcloc_none(), "--set '%s=%s': parameter '%s' must be a number or a name, found %s", o->key,
+                    o->value, k->str, describe(c, v));
+            else
+                ERR(yv->loc, "parameter '%s' must be a number or a name, found %s", k->str, describe(c, v));
             v = v_err();
         }
-        scope_set(c, &c->params, k->str, v, k->loc);
+        scope_set(c, &c->params, k->str, v, o ? srcloc_none() : yv->loc);
     }
 }
 
@@ -1213,18 +1529,20 @@ static void load_input(Ctx *c, const YNode *root) {
     static const char *const keys[] = {"height", "width", "channels", "classes"};
     check_keys(c, in, "'input'", keys, 4);
     int vals[4] = {0, 0, 0, 0};
+    SrcLoc locs[4] = {in->loc, in->loc, in->loc, in->loc};
     for (int i = 0; i < 4; i++) {
         const YNode *n = ymap_get(in, keys[i]);
         Override *o = find_override(c, keys[i], arena_printf(c->a, "input.%s", keys[i]));
         Value v;
-        SrcLoc loc = n ? n->loc : in->loc;
+        SrcLoc loc = o ? srcloc_none() : n ? n->loc : in->loc;
         if (o) {
-            v = eval_override(c, o);
-            loc.file = "--set", loc.line = 0;
+            v = eval_override(c, o, false);
         } else if (n) {
             Scope empty = {0};
-            if (n->kind != Y_SCALAR) {
-                ERR(n->loc, "input %s must be a number, found a %s", keys[i], ynode_kind_name(n->kind));
+            if (n->kind != Y_SCALAR || n->quoted) {
+                ERR(n->loc, "input %s must be a number, found %s", keys[i],
+                    n->kind == Y_SCALAR ? arena_printf(c->a, "the string \"%s\"", clip(c, n->str))
+                                        : arena_printf(c->a, "a %s", ynode_kind_name(n->kind)));
                 continue;
             }
             Expr *e = expr_parse(n, c->a, c->dl);
@@ -1232,21 +1550,22 @@ static void load_input(Ctx *c, const YNode *root) {
         } else if (i == 3) {
             v = v_num(0, true);
         } else {
-            ERR(in->loc, "'input' needs '%s'", keys[i]);
+            if (!misspelt(in, keys[i], keys, 4)) ERR(in->loc, "'input' needs '%s'", keys[i]);
             continue;
         }
-        const char *what = arena_printf(c->a, "input %s", keys[i]);
+        const char *what = set_what(c, o, arena_printf(c->a, "input %s", keys[i]));
         if (i == 2) {
             if (positive_int(c, v, loc, what, 1, 4, &vals[i]) && vals[i] != 1 && vals[i] != 3)
-                ERR(loc, "input channels must be 1 (grayscale) or 3 (RGB), found %d", vals[i]);
+                ERR(loc, "%s must be 1 (grayscale) or 3 (RGB), found %d", what, vals[i]);
         } else if (i == 3) {
             positive_int(c, v, loc, what, 0, 100000, &vals[i]);
         } else {
             positive_int(c, v, loc, what, 1, 4096, &vals[i]);
         }
+        locs[i] = loc;
     }
     c->g->H = vals[0], c->g->W = vals[1], c->g->C = vals[2], c->g->classes = vals[3];
-    for (int i = 0; i < 4; i++) scope_set(c, &c->params, keys[i], v_num(vals[i], true), in->loc);
+    for (int i = 0; i < 4; i++) scope_set(c, &c->params, keys[i], v_num(vals[i], true), locs[i]);
 }
 
 static void load_head(Ctx *c, const YNode *root) {
@@ -1254,6 +1573,8 @@ static void load_head(Ctx *c, const YNode *root) {
     SrcLoc top = {c->file, 1, 1};
     c->head = SPEC_HEAD_LOGISTIC_MIXTURE;
     c->nr_mix = 0;
+    /* until the head is known: uses of head_channels stay quiet */
+    scope_set(c, &c->params, "head_channels", v_err(), top);
     if (!h) {
         ERR(top, "the spec has no 'head' (e.g. {type: logistic_mixture, mixtures: 10})");
         return;
@@ -1264,18 +1585,19 @@ static void load_head(Ctx *c, const YNode *root) {
     const YNode *t = ymap_get(h, "type");
     Override *o = find_override(c, "head", "head.type");
     const char *type = o ? (o->used = true, o->value) : t && t->kind == Y_SCALAR ? t->str : NULL;
-    SrcLoc tl = o ? (SrcLoc){"--set", 0, 0} : t ? t->loc : h->loc;
+    SrcLoc tl = o ? srcloc_none() : t ? t->loc : h->loc;
     static const char *const types[] = {"logistic_mixture", "softmax256"};
     if (!type) {
-        ERR(h->loc, "'head' needs a 'type': logistic_mixture or softmax256");
+        if (t) ERR(t->loc, "the head 'type' must be logistic_mixture or softmax256, found a %s", ynode_kind_name(t->kind));
+        else if (!misspelt(h, "type", keys, 2)) ERR(h->loc, "'head' needs a 'type': logistic_mixture or softmax256");
         return;
     }
     if (!strcmp(type, types[0])) c->head = SPEC_HEAD_LOGISTIC_MIXTURE;
     else if (!strcmp(type, types[1])) c->head = SPEC_HEAD_SOFTMAX256;
     else {
-        const char *sug = str_closest(type, types, 2);
-        ERR(tl, "unknown head type '%s'; %s%s%s", type, sug ? "did you mean '" : "expected logistic_mixture or softmax256",
-            sug ? sug : "", sug ? "'?" : "");
+        const char *sug = closest(type, types, 2);
+        ERR(tl, "%sunknown head type '%s'; %s%s%s", o ? arena_printf(c->a, "--set '%s=%s': ", o->key, o->value) : "",
+            clip(c, type), sug ? "did you mean '" : "expected logistic_mixture or softmax256", sug ? sug : "", sug ? "'?" : "");
         return;
     }
     const YNode *m = ymap_get(h, "mixtures");
@@ -1283,17 +1605,24 @@ static void load_head(Ctx *c, const YNode *root) {
     int channels = c->g->C;
     if (c->head == SPEC_HEAD_LOGISTIC_MIXTURE) {
         Value v;
-        SrcLoc ml = m ? m->loc : h->loc;
-        if (om) v = eval_override(c, om), ml = (SrcLoc){"--set", 0, 0};
-        else if (m && m->kind == Y_SCALAR) {
+        SrcLoc ml = om ? srcloc_none() : m ? m->loc : h->loc;
+        if (om) {
+            v = eval_override(c, om, false);
+        } else if (m && m->kind == Y_SCALAR && !m->quoted) {
             Expr *e = expr_parse(m, c->a, c->dl);
             Scope empty = {0};
             v = e ? eval(c, &empty, e) : v_err();
+        } else if (m) {
+            ERR(m->loc, "head mixtures must be a number, found %s",
+                m->kind == Y_SCALAR ? arena_printf(c->a, "the string \"%s\"", clip(c, m->str))
+                                    : arena_printf(c->a, "a %s", ynode_kind_name(m->kind)));
+            return;
         } else {
-            ERR(h->loc, "a logistic_mixture head needs 'mixtures' (the number of components)");
+            if (!misspelt(h, "mixtures", keys, 2))
+                ERR(h->loc, "a logistic_mixture head needs 'mixtures' (the number of components)");
             return;
         }
-        if (!positive_int(c, v, ml, "head mixtures", 1, 1000, &c->nr_mix)) return;
+        if (!positive_int(c, v, ml, set_what(c, om, "head mixtures"), 1, 1000, &c->nr_mix)) return;
         scope_set(c, &c->params, "head_channels", v_num(channels == 1 ? 3 * c->nr_mix : 10 * c->nr_mix, true), h->loc);
     } else {
         /* 'mixtures' is read by the logistic mixture only (a spec that
@@ -1318,28 +1647,41 @@ static void load_templates(Ctx *c, const YNode *root) {
             ERR(k->loc, "template '%s' has the name of a built-in function", k->str);
             continue;
         }
-        if (!want_kind(c, t, Y_MAP, arena_printf(c->a, "template '%s'", k->str))) continue;
+        if (!want_kind(c, t, Y_MAP, arena_printf(c->a, "template '%s'", k->str))) {
+            VEC_PUSH(c->bad_tmpl, c->nbad, c->badcap, k->str);
+            continue;
+        }
         static const char *const keys[] = {"args", "body"};
         check_keys(c, t, arena_printf(c->a, "template '%s'", k->str), keys, 2);
         const YNode *args = ymap_get(t, "args"), *body = ymap_get(t, "body");
+        bool ok = true;
         if (!body) {
-            ERR(t->loc, "template '%s' needs a 'body'", k->str);
-            continue;
+            if (!misspelt(t, "body", keys, 2)) ERR(k->loc, "template '%s' needs a 'body'", k->str);
+            ok = false;
         }
-        if (args) {
-            if (!want_kind(c, args, Y_SEQ, "template 'args'")) continue;
-            bool ok = true;
-            for (int j = 0; j < args->n; j++) {
-                const YNode *an = args->items[j];
-                const char *nm = an->kind == Y_SCALAR ? an->str : an->kind == Y_MAP && an->n == 1 ? an->keys[0]->str : NULL;
-                if (!nm || !valid_ident(nm)) {
-                    ERR(an->loc, "a template argument is a name, or {name: default}");
+        if (args && !want_kind(c, args, Y_SEQ, "template 'args'")) ok = false;
+        for (int j = 0; ok && args && j < args->n; j++) {
+            const YNode *an = args->items[j];
+            const char *nm = an->kind == Y_SCALAR ? an->str : an->kind == Y_MAP && an->n == 1 ? an->keys[0]->str : NULL;
+            if (!nm || !valid_ident(nm)) {
+                ERR(an->loc, "a template argument is a name, or {name: default}");
+                ok = false;
+                continue;
+            }
+            for (int q = 0; q < j; q++) {
+                const YNode *bn = args->items[q];
+                const char *pn = bn->kind == Y_SCALAR ? bn->str : bn->kind == Y_MAP && bn->n == 1 ? bn->keys[0]->str : "";
+                if (!strcmp(pn, nm)) {
+                    ERR(an->loc, "template '%s' declares argument '%s' twice", k->str, nm);
                     ok = false;
                 }
             }
-            if (!ok) continue;
         }
-        Template tm = {k->str, k->loc, args, body};
+        if (!ok) {
+            VEC_PUSH(c->bad_tmpl, c->nbad, c->badcap, k->str);
+            continue;
+        }
+        Template tm = {k->str, k->loc, args, body, false};
         VEC_PUSH(c->tmpl, c->ntmpl, c->tcap, tm);
     }
 }
@@ -1404,9 +1746,10 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
     c->dl = dl;
     c->a = &arena;
     c->file = file;
+    c->first_n = c->mark_n = dl->n;
     /* overrides */
     c->ovr = xcalloc((size_t)(nsets + 1), sizeof *c->ovr);
-    SrcLoc cmd = {"--set", 0, 0};
+    SrcLoc cmd = srcloc_none();
     for (int i = 0; i < nsets; i++) {
         const char *eq = strchr(sets[i], '=');
         if (!eq || eq == sets[i] || !eq[1]) {
@@ -1431,7 +1774,11 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
             ERR(root->loc, "the spec must start with 'pxc: 1' (the spec format version)");
         else if (ver->kind != Y_SCALAR || strcmp(ver->str, "1") != 0)
             ERR(ver->loc, "unsupported spec format version '%s'; this pxc reads version 1",
-                ver->kind == Y_SCALAR ? ver->str : ynode_kind_name(ver->kind));
+                ver->kind == Y_SCALAR ? clip(c, ver->str) : ynode_kind_name(ver->kind));
+        const YNode *name_node = ymap_get(root, "name");
+        if (name_node && (name_node->kind != Y_SCALAR || name_node->len == 0))
+            ERR(name_node->loc, "'name' must be the model's name, found %s",
+                name_node->kind == Y_SCALAR ? "nothing" : arena_printf(c->a, "a %s", ynode_kind_name(name_node->kind)));
         load_params(c, ymap_get(root, "params"));
         load_input(c, root);
         load_head(c, root);
@@ -1446,7 +1793,7 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
                 if (strcmp(c->params.vars[j].name, "head_channels")) cands[n++] = c->params.vars[j].name;
             cands[n++] = "head";
             cands[n++] = "head.mixtures";
-            const char *sug = str_closest(c->ovr[i].key, cands, n);
+            const char *sug = closest(c->ovr[i].key, cands, n);
             free(cands);
             if (sug)
                 ERR(cmd, "--set '%s=%s': the spec has no parameter '%s'; did you mean '%s'?", c->ovr[i].key,
@@ -1454,10 +1801,17 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
             else
                 ERR(cmd, "--set '%s=%s': the spec has no parameter '%s'", c->ovr[i].key, c->ovr[i].value, c->ovr[i].key);
         }
-        const YNode *net = ymap_get(root, "network");
-        if (!net) ERR(root->loc, "the spec has no 'network'");
-        if (net && dl->nerrors == errors0) {
-            Graph *g = c->g;
+        static const char *const top_keys[] = {"pxc", "extends", "name", "params", "input", "head", "stacks",
+                                               "templates", "network"};
+        const YNode *net = NULL, *netkey = NULL;
+        for (int i = 0; i < root->n; i++)
+            if (!strcmp(root->keys[i]->str, "network")) net = root->items[i], netkey = root->keys[i];
+        if (!net && !misspelt(root, "network", top_keys, 9))
+            ERR(root->loc, "the spec has no 'network' (the list of statements that computes the output)");
+        /* the network runs whenever the input is known, so its mistakes are
+         * reported together with those above */
+        Graph *g = c->g;
+        if (net && g->H > 0 && g->W > 0 && (g->C == 1 || g->C == 3)) {
             Attrs at;
             memset(&at, 0, sizeof at);
             g->x = ir_add(g, dl, IR_INPUT, NULL, 0, &at, net->loc);
@@ -1466,20 +1820,22 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
             scope_set(c, &top, "x", v_tensor(g->x), net->loc);
             run_body(c, &top, net);
             free(top.vars);
-            if (dl->nerrors == errors0) {
-                if (!c->returned) {
-                    ERR(net->loc, "the network ends without 'return' of its output");
-                } else if (c->retval.k != V_TENSOR) {
-                    if (c->retval.k != V_ERR) ERR(net->loc, "the network returns %s, not a tensor", describe(c, c->retval));
-                } else {
-                    build_head(c, c->retval, net->loc);
-                }
+            if (!halted(c) && !c->returned) {
+                ERR(netkey->loc, "the network ends without 'return' of its output");
+                if (net->kind == Y_SEQ && net->n > 0)
+                    diag_note(dl, net->items[net->n - 1]->loc, "its last statement is here; end the network with "
+                              "'- return' and the output, e.g. '- return l'");
+            } else if (!halted(c) && c->retval.k != V_TENSOR && c->retval.k != V_ERR) {
+                ERR(c->retloc, "the network returns %s, not a tensor", describe(c, c->retval));
+            } else if (c->retval.k == V_TENSOR && dl->nerrors == errors0) {
+                build_head(c, c->retval, net->loc);
             }
             for (int i = 0; i < c->nstacks && dl->nerrors == errors0; i++) {
                 Stack *st = &c->stacks[i];
                 if (st->n == 0) continue;
                 ERR(st->items[st->n - 1].pushed_at, "stack '%s' still holds %d tensor%s at the end of the network; "
-                    "every push needs a pop", st->name, st->n, st->n == 1 ? "" : "s");
+                    "every push needs a pop (the last one left was pushed here%s)", st->name, st->n,
+                    st->n == 1 ? "" : "s", st->items[st->n - 1].pushed_when);
                 diag_note(dl, st->loc, "stack '%s' is declared here", st->name);
             }
         }
@@ -1501,6 +1857,9 @@ int spec_compile_ex(const char *name, const char *text, size_t len, const char *
     free(c->tmpl);
     free(c->params.vars);
     free(c->ovr);
+    free(c->recursions);
+    free(c->bad_tmpl);
+    free(c->layers.slots);
     arena_free(&arena);
     if (dl->nerrors != errors0) return 1;
     if (!ir_verify(out, dl)) return 1;

@@ -20,6 +20,10 @@ struct YNode {
     size_t len;
     bool quoted, multiline;
     int text_col;      /* column of the scalar's first character of text */
+    /* spec.c's parse of the scalar, kept so a statement in a loop or a
+     * template is parsed (and its syntax errors reported) once */
+    void *parsed;
+    int parse_state;   /* 0 not yet, 1 statement, 2 expression, -1 failed */
     /* sequence items, or mapping values with keys[i] */
     YNode **items, **keys;
     int n, cap;
@@ -56,6 +60,7 @@ struct Expr {
     Expr *cond;          /* E_COND */
     Expr **args;         /* E_CALL arguments, E_LIST items */
     char **argnames;     /* E_CALL: keyword or NULL */
+    SrcLoc *argnlocs;    /* E_CALL: where each keyword is written */
     int nargs;
 };
 

@@ -18,6 +18,7 @@
 #define YAML_MAX_NODES 200000
 #define YAML_MAX_DEPTH 64
 #define YAML_MAX_BYTES (16 << 20)
+#define YAML_MAX_KEY 256
 
 typedef struct Anchor {
     char *name;
@@ -29,6 +30,8 @@ typedef struct YLoader {
     Arena *arena;
     DiagList *dl;
     const char *file;
+    const char *text;
+    size_t len;
     long nodes;
     Anchor *anchors;
     int nanchors, acap;
@@ -86,27 +89,108 @@ static void add_child(YLoader *L, YNode *parent, YNode *key, YNode *child) {
     parent->items[parent->n++] = child;
 }
 
+/* The location of byte `off` of the text (for reader errors, which carry an
+ * offset, not a mark). */
+static SrcLoc offset_loc(YLoader *L, size_t off) {
+    SrcLoc l = {L->file, 1, 1};
+    for (size_t i = 0; i < off && i < L->len; i++) {
+        if (L->text[i] == '\n') l.line++, l.col = 1;
+        else if (((unsigned char)L->text[i] & 0xC0) != 0x80) l.col++;
+    }
+    return l;
+}
+
+/* Leading spaces of line `line` (1-based), or -1 for a blank or comment line
+ * or one past the end. */
+static int line_indent(YLoader *L, int line) {
+    size_t i = 0;
+    for (int l = 1; l < line && i < L->len; i++)
+        if (L->text[i] == '\n') l++;
+    if (i >= L->len) return -1;
+    int n = 0;
+    while (i + (size_t)n < L->len && L->text[i + (size_t)n] == ' ') n++;
+    char ch = i + (size_t)n < L->len ? L->text[i + (size_t)n] : '\n';
+    return ch == '\n' || ch == '\r' || ch == '#' ? -1 : n;
+}
+
+static const char *spaces(int n) { return n == 1 ? "space" : "spaces"; }
+
+/* A libyaml error → a diagnostic at the problem, with a note at the start of
+ * the construct being parsed (the '[' left open, the mapping whose keys do
+ * not line up) and a hint when indentation is the likely cause. */
+static void syntax_error(YLoader *L) {
+    yaml_parser_t *P = &L->parser;
+    const char *p = P->problem ? P->problem : "malformed YAML";
+    SrcLoc at = P->error == YAML_READER_ERROR ? offset_loc(L, P->problem_offset) : mark_loc(L, P->problem_mark);
+    bool tab = strstr(p, "tab character") != NULL;
+    bool has_ctx = P->context && P->error != YAML_READER_ERROR && !tab;
+    SrcLoc ctx = has_ctx ? mark_loc(L, P->context_mark) : at;
+    if (P->error == YAML_READER_ERROR && P->problem_value >= 0)
+        diag_error(L->dl, at, "YAML syntax error: %s (found byte 0x%02X)", p, (unsigned)P->problem_value & 0xFFu);
+    else if (tab)
+        diag_error(L->dl, at, "YAML syntax error: %s; YAML indents with spaces only", p);
+    else if (has_ctx)
+        diag_error(L->dl, at, "YAML syntax error: %s %s", p, P->context);
+    else
+        diag_error(L->dl, at, "YAML syntax error: %s", p);
+    L->failed = true;
+    if (has_ctx && (ctx.line != at.line || ctx.col != at.col)) {
+        const char *what = strstr(P->context, "flow sequence")    ? "the '[' is opened here"
+                           : strstr(P->context, "flow mapping")   ? "the '{' is opened here"
+                           : strstr(P->context, "quoted scalar")  ? "the quoted text starts here"
+                           : strstr(P->context, "block mapping")  ? "the mapping starts here"
+                           : strstr(P->context, "block collection") ? "the list starts here"
+                           : strstr(P->context, "simple key")     ? "the key starts here; a YAML key is on one line "
+                                                                    "and at most 1024 characters long"
+                                                                  : "the construct starts here";
+        int want = ctx.col - 1, got = line_indent(L, at.line);
+        bool block = strstr(P->context, "block") != NULL;
+        int prev = -1, pl = at.line - 1;
+        for (; pl > ctx.line && (prev = line_indent(L, pl)) < 0; pl--) {}
+        if (block && got >= 0 && got != want && at.line != ctx.line && pl > ctx.line && prev > want && prev != got)
+            diag_note(L->dl, ctx, "%s; its %s are indented by %d %s, line %d by %d and line %d by %d", what,
+                      strstr(P->context, "mapping") ? "keys" : "items", want, spaces(want), pl, prev, at.line, got);
+        else if (block && got >= 0 && got != want && at.line != ctx.line)
+            diag_note(L->dl, ctx, "%s; its %s are indented by %d %s but line %d by %d", what,
+                      strstr(P->context, "mapping") ? "keys" : "items", want, spaces(want), at.line, got);
+        else
+            diag_note(L->dl, ctx, "%s", what);
+        return;
+    }
+    /* "key: value" then a line indented deeper: YAML reads that line as the
+     * rest of the value above and stops at its ':' */
+    if (strstr(p, "mapping values are not allowed")) {
+        int got = line_indent(L, at.line), prev = -1, pl = at.line - 1;
+        for (; pl >= 1 && (prev = line_indent(L, pl)) < 0; pl--) {}
+        if (got > prev && prev >= 0) {
+            SrcLoc l = {L->file, at.line, got + 1};
+            diag_note(L->dl, l, "line %d is indented by %d %s, deeper than line %d (%d), so YAML reads it as the "
+                      "rest of the value on line %d; keys of one mapping must line up",
+                      at.line, got, spaces(got), pl, prev, pl);
+        }
+    }
+}
+
 static bool next_event(YLoader *L, yaml_event_t *ev) {
     if (!yaml_parser_parse(&L->parser, ev)) {
-        yaml_mark_t m = L->parser.problem_mark;
-        if (L->parser.problem_mark.line == 0 && L->parser.problem_mark.column == 0 && L->parser.context)
-            m = L->parser.context_mark;
-        const char *p = L->parser.problem ? L->parser.problem : "malformed YAML";
-        if (L->parser.context)
-            diag_error(L->dl, mark_loc(L, m), "YAML syntax error: %s %s", p, L->parser.context);
-        else
-            diag_error(L->dl, mark_loc(L, m), "YAML syntax error: %s", p);
-        L->failed = true;
+        syntax_error(L);
         return false;
     }
     return true;
 }
 
+/* A tag as it was written: libyaml expands "!!int" to "tag:yaml.org,2002:int". */
+static const char *tag_text(YLoader *L, const unsigned char *tag) {
+    const char *t = (const char *)tag, *std = "tag:yaml.org,2002:";
+    if (strncmp(t, std, strlen(std)) == 0) return arena_printf(L->arena, "!!%s", t + strlen(std));
+    return t;
+}
+
 static bool reject_tag_anchor(YLoader *L, yaml_event_t *ev, const unsigned char *tag, const unsigned char *anchor,
                               YNode *n) {
     if (tag) {
-        diag_error(L->dl, mark_loc(L, ev->start_mark), "YAML tags are not allowed in a pxc spec (found '%s')",
-                   (const char *)tag);
+        diag_error(L->dl, mark_loc(L, ev->start_mark), "YAML tags are not allowed in a pxc spec (found '%s'); "
+                   "write the plain value", tag_text(L, tag));
         L->failed = true;
         return false;
     }
@@ -147,6 +231,12 @@ static YNode *parse_collection(YLoader *L, yaml_event_t *start, int depth, bool 
                 L->failed = true;
                 return NULL;
             }
+            if (key->len > YAML_MAX_KEY) {
+                diag_error(L->dl, key->loc, "a key of %zu characters; keys are names of at most %d", key->len,
+                           YAML_MAX_KEY);
+                L->failed = true;
+                return NULL;
+            }
             for (int i = 0; i < n->n; i++)
                 if (strcmp(n->keys[i]->str, key->str) == 0) {
                     diag_error(L->dl, key->loc, "duplicate key '%s'", key->str);
@@ -170,7 +260,8 @@ static YNode *parse_node(YLoader *L, yaml_event_t *ev, int depth) {
         if (!n) return NULL;
         const unsigned char *tag = ev->data.scalar.tag;
         if (tag) {
-            diag_error(L->dl, n->loc, "YAML tags are not allowed in a pxc spec (found '%s')", (const char *)tag);
+            diag_error(L->dl, n->loc, "YAML tags are not allowed in a pxc spec (found '%s'); write the plain value",
+                       tag_text(L, tag));
             L->failed = true;
             return NULL;
         }
@@ -221,6 +312,8 @@ YNode *yaml_load(const char *file, const char *text, size_t len, Arena *arena, D
     L.arena = arena;
     L.dl = dl;
     L.file = file;
+    L.text = text;
+    L.len = len;
     if (!yaml_parser_initialize(&L.parser)) pxc_bug("cannot initialise libyaml");
     yaml_parser_set_input_string(&L.parser, (const unsigned char *)text, len);
     yaml_parser_set_encoding(&L.parser, YAML_UTF8_ENCODING);
@@ -252,6 +345,7 @@ YNode *yaml_load(const char *file, const char *text, size_t len, Arena *arena, D
     yaml_parser_delete(&L.parser);
     free(L.anchors);
     if (L.failed) return NULL;
+    if (root && root->kind == Y_SCALAR && root->len == 0 && !root->quoted) root = NULL;  /* "---" alone */
     if (!root) {
         diag_error(dl, top, "the spec is empty; expected a mapping with 'input', 'params', 'head' and 'network'");
         return NULL;

@@ -1,0 +1,304 @@
+/*
+ * cmd_bench.c — `pxc bench`: the training step of a spec, measured.
+ *
+ * Compiles the spec, initialises it (parameters from the spec, then the
+ * data-dependent init) on one fixed batch of random images, checks that the
+ * first step's loss equals the reference backend's on the same images,
+ * weights and dropout masks, runs warm-up steps, then times each measured
+ * step: forward (training, dropout on), backward, and the Adam update. It
+ * reports medians, images/s, the training FLOP/s (3 × forward FLOPs per
+ * image × images/s), that figure as a fraction of the sgemm throughput this
+ * machine reaches on the model's own GEMM shapes (measured here, M split over
+ * two threads as pxc runs them), the arena size and the peak RSS.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "bench.h"
+#include "cmds.h"
+#include "data.h"
+#include "fileio.h"
+#include "optim.h"
+#include "params_init.h"
+#include "spec/spec.h"
+#include "train.h"
+
+static const char *bench_usage =
+    "usage: pxc bench SPEC [--set k=v]... [--batch B] [--steps N] [--warmup W] [--seed S]\n"
+    "                 [--backend auto|ref|jit] [--check-images N] [--json]\n";
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bench_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "pxc bench: error: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+static bool parse_pos(const char *s, long lo, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > (1L << 30)) return false;
+    *out = v;
+    return true;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *spec = NULL;
+    const char **sets = xcalloc((size_t)argc, sizeof(char *));
+    int nsets = 0;
+    long batch = 16, steps = 5, warmup = 2, seed = 1, check_images = -1;
+    bool json = false;
+    RtBackend backend = RT_BACKEND_AUTO;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long *num = !strcmp(a, "--batch") ? &batch : !strcmp(a, "--steps") ? &steps : !strcmp(a, "--warmup") ? &warmup
+                  : !strcmp(a, "--seed") ? &seed : !strcmp(a, "--check-images") ? &check_images : NULL;
+        if (num) {
+            long lo = num == &batch || num == &steps ? 1 : 0;
+            if (!v || !parse_pos(v, lo, num)) {
+                fprintf(stderr, "pxc bench: %s expects an integer >= %ld\n%s", a, lo, bench_usage);
+                free(sets);
+                return 2;
+            }
+            i++;
+        } else if (!strcmp(a, "--set")) {
+            if (!v || !strchr(v, '=')) {
+                fprintf(stderr, "pxc bench: --set needs key=value\n%s", bench_usage);
+                free(sets);
+                return 2;
+            }
+            sets[nsets++] = v;
+            i++;
+        } else if (!strcmp(a, "--json")) {
+            json = true;
+        } else if (!strcmp(a, "--backend")) {
+            int b = v ? rt_backend_from_name(v) : -1;
+            if (b < 0) {
+                fprintf(stderr, "pxc bench: --backend expects auto, ref or jit\n%s", bench_usage);
+                free(sets);
+                return 2;
+            }
+            backend = (RtBackend)b;
+            i++;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "pxc bench: unknown option '%s'\n%s", a, bench_usage);
+            free(sets);
+            return 2;
+        } else if (!spec) {
+            spec = a;
+        } else {
+            fprintf(stderr, "pxc bench: unexpected argument '%s'\n%s", a, bench_usage);
+            free(sets);
+            return 2;
+        }
+    }
+    if (!spec) {
+        fprintf(stderr, "pxc bench: needs a SPEC\n%s", bench_usage);
+        free(sets);
+        return 2;
+    }
+
+    /* compile */
+    char err[1024];
+    size_t len = 0;
+    char *text = rt_read_file(spec, &len, err, sizeof err);
+    if (!text) {
+        free(sets);
+        return bench_fail("%s", err);
+    }
+    Graph g;
+    SpecInfo info;
+    DiagList dl;
+    diag_init(&dl);
+    int rc = spec_compile_ex(spec, text, len, sets, nsets, &g, &info, &dl);
+    diag_print(&dl, stderr, isatty(2));
+    diag_free(&dl);
+    free(text);
+    free(sets);
+    if (rc) {
+        ir_graph_free(&g);
+        return 1;
+    }
+    double flops_fwd = 0;
+    for (int i = 0; i < g.nfwd; i++) flops_fwd += ir_flops(&g, &g.nodes[i]);
+    double t0 = now_s();
+    RtBackend chosen;
+    pxc_model *m = rt_build_model(&g, backend, (int)batch, &chosen, err, sizeof err);
+    double compile_s = now_s() - t0;
+    if (!m) {
+        spec_info_free(&info);
+        ir_graph_free(&g);
+        return bench_fail("%s", err);
+    }
+    if (!json)
+        fprintf(stderr, "pxc bench: %s on the %s back end, batch %ld (compiled in %.2f s)\n", info.name,
+                rt_backend_name(chosen), batch, compile_s);
+
+    /* one fixed batch of random images; parameters from the spec + data-dependent init */
+    int64_t per = (int64_t)m->height * m->width * m->channels, nx = per * batch;
+    uint8_t *pix = xmalloc((size_t)nx);
+    uint64_t st = (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (int64_t i = 0; i < nx; i++) pix[i] = (uint8_t)(pxc_mix64(st + (uint64_t)i) >> 56);
+    float *x = xmalloc(sizeof(float) * (size_t)nx);
+    rt_pixels_to_float(pix, nx, x);
+    int32_t *labels = xcalloc((size_t)batch, sizeof(int32_t));
+    for (long b = 0; b < batch; b++) labels[b] = m->classes > 0 ? (int32_t)(b % m->classes) : 0;
+    const int32_t *lab = m->classes > 0 ? labels : NULL;
+    float *params = xmalloc(sizeof(float) * (size_t)m->nparams);
+    float *grad = xmalloc(sizeof(float) * (size_t)m->nparams);
+    float *am = xcalloc((size_t)m->nparams, sizeof(float)), *av = xcalloc((size_t)m->nparams, sizeof(float));
+    if (rt_params_init(&g, m->params, m->nparam_tensors, (uint64_t)seed, params, err, sizeof err)) {
+        rc = bench_fail("%s", err);
+        goto out;
+    }
+    size_t arena_bytes = m->arena_bytes((int)batch);
+    void *arena = aligned_alloc(64, (arena_bytes + 63) / 64 * 64 + 64);
+    m->init(params, x, lab, (int)batch, arena);
+
+    /* accuracy: the first step's loss against the reference backend on the
+     * same images, weights and dropout masks (its first images when the
+     * whole batch would take the reference backend too long) */
+    double ref_loss = NAN, our_loss = NAN, rel = NAN;
+    long ncheck = check_images >= 0 ? (check_images < batch ? check_images : batch)
+                                     : (long)fmax(1.0, fmin((double)batch, 4e9 / fmax(flops_fwd, 1.0)));
+    uint64_t step_seed = rt_step_seed((uint64_t)seed, 1);
+    if (ncheck > 0 && chosen != RT_BACKEND_REF) {
+        pxc_model *r = rt_build_model(&g, RT_BACKEND_REF, (int)ncheck, NULL, err, sizeof err);
+        if (!r) {
+            rc = bench_fail("the reference backend: %s", err);
+            free(arena);
+            goto out;
+        }
+        void *ra = aligned_alloc(64, (r->arena_bytes((int)ncheck) + 63) / 64 * 64 + 64);
+        ref_loss = r->forward(params, x, lab, (int)ncheck, step_seed, 1, ra, NULL, NULL);
+        our_loss = m->forward(params, x, lab, (int)ncheck, step_seed, 1, arena, NULL, NULL);
+        rel = fabs(our_loss - ref_loss) / fabs(ref_loss);
+        free(ra);
+        if (r->release) r->release(r);
+        if (!json)
+            fprintf(stderr, "pxc bench: first-step loss on %ld image%s: %.6f nats, reference backend %.6f (rel. diff %.1e)\n",
+                    ncheck, ncheck == 1 ? "" : "s", our_loss, ref_loss, rel);
+        if (!(rel <= 1e-4)) {
+            rc = bench_fail("the %s back end's loss differs from the reference backend's by %.2e (more than 1e-4)",
+                            rt_backend_name(chosen), rel);
+            free(arena);
+            goto out;
+        }
+    }
+
+    RtAdamConfig ac = rt_adam_defaults();
+    int total = (int)(warmup + steps);
+    double *tf = xcalloc((size_t)total, sizeof(double)), *tb = xcalloc((size_t)total, sizeof(double));
+    double *to = xcalloc((size_t)total, sizeof(double)), *ts = xcalloc((size_t)total, sizeof(double));
+    double first_loss = NAN;
+    for (int s = 0; s < total; s++) {
+        uint64_t sd = rt_step_seed((uint64_t)seed, s + 1);
+        double a = now_s();
+        double loss = m->forward(params, x, lab, (int)batch, sd, 1, arena, NULL, NULL);
+        double b = now_s();
+        m->backward(params, x, lab, (int)batch, arena, grad);
+        double c = now_s();
+        rt_adam_step(&ac, s + 1, params, grad, am, av, m->nparams);
+        double d = now_s();
+        if (s == 0) first_loss = loss;
+        if (!isfinite(loss)) {
+            rc = bench_fail("non-finite loss at step %d", s + 1);
+            break;
+        }
+        tf[s] = b - a, tb[s] = c - b, to[s] = d - c, ts[s] = d - a;
+    }
+    if (rc == 0) {
+        double step = median(ts + warmup, (int)steps), fwd = median(tf + warmup, (int)steps);
+        double bwd = median(tb + warmup, (int)steps), opt = median(to + warmup, (int)steps);
+        double ips = (double)batch / step, train_gflops = 3.0 * flops_fwd * ips / 1e9;
+        RtGemmShape *shapes;
+        int ns = rt_gemm_shapes(&g, (int)batch, &shapes);
+        double peak = rt_sgemm_peak(shapes, ns, 2, 3);
+        free(shapes);
+        size_t rss = rt_peak_rss_bytes();
+        int64_t naive = 0;
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "spec", spec);
+            cJSON_AddStringToObject(o, "name", info.name);
+            cJSON_AddStringToObject(o, "backend", rt_backend_name(chosen));
+            cJSON_AddNumberToObject(o, "batch", (double)batch);
+            cJSON_AddNumberToObject(o, "steps", (double)steps);
+            cJSON_AddNumberToObject(o, "warmup", (double)warmup);
+            cJSON_AddNumberToObject(o, "params", (double)m->nparams);
+            cJSON_AddNumberToObject(o, "compile_s", compile_s);
+            cJSON_AddNumberToObject(o, "step_ms_median", 1e3 * step);
+            cJSON_AddNumberToObject(o, "forward_ms_median", 1e3 * fwd);
+            cJSON_AddNumberToObject(o, "backward_ms_median", 1e3 * bwd);
+            cJSON_AddNumberToObject(o, "optimiser_ms_median", 1e3 * opt);
+            cJSON_AddNumberToObject(o, "images_per_s", ips);
+            cJSON_AddNumberToObject(o, "flops_forward_per_image", flops_fwd);
+            cJSON_AddNumberToObject(o, "training_gflops", train_gflops);
+            cJSON_AddNumberToObject(o, "sgemm_peak_gflops", peak);
+            cJSON_AddNumberToObject(o, "fraction_of_sgemm_peak", peak > 0 ? train_gflops / peak : 0);
+            cJSON_AddNumberToObject(o, "arena_bytes", (double)arena_bytes);
+            cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)rss);
+            cJSON_AddNumberToObject(o, "first_step_loss_nats", first_loss);
+            cJSON_AddNumberToObject(o, "first_step_bits_per_dim", first_loss / (log(2.0) * (double)nx));
+            if (!isnan(rel)) {
+                cJSON_AddNumberToObject(o, "check_images", (double)ncheck);
+                cJSON_AddNumberToObject(o, "check_loss_nats", our_loss);
+                cJSON_AddNumberToObject(o, "reference_loss_nats", ref_loss);
+                cJSON_AddNumberToObject(o, "loss_rel_diff", rel);
+            }
+            char *s = cJSON_Print(o);
+            puts(s);
+            free(s);
+            cJSON_Delete(o);
+        } else {
+            (void)naive;
+            printf("%s: batch %ld, %ld steps after %ld warm-up (medians)\n", info.name, batch, steps, warmup);
+            printf("  step          %9.2f ms   (forward %.2f, backward %.2f, optimiser %.2f)\n", 1e3 * step, 1e3 * fwd,
+                   1e3 * bwd, 1e3 * opt);
+            printf("  images/s      %9.2f\n", ips);
+            printf("  training      %9.2f GFLOP/s  (3 x %.3f GFLOP forward per image)\n", train_gflops, flops_fwd / 1e9);
+            printf("  sgemm peak    %9.2f GFLOP/s  on the model's GEMM shapes, 2 threads -> %.0f%% of it\n", peak,
+                   peak > 0 ? 100 * train_gflops / peak : 0);
+            printf("  arena         %9.1f MiB for batch %ld\n", (double)arena_bytes / 1048576.0, batch);
+            printf("  peak RSS      %9.1f MiB\n", (double)rss / 1048576.0);
+            printf("  compile       %9.2f s\n", compile_s);
+        }
+    }
+    free(tf), free(tb), free(to), free(ts);
+    free(arena);
+out:
+    free(pix), free(x), free(labels), free(params), free(grad), free(am), free(av);
+    if (m->release) m->release(m);
+    spec_info_free(&info);
+    ir_graph_free(&g);
+    return rc;
+}

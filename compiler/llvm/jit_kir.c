@@ -1,0 +1,998 @@
+/*
+ * jit_kir.c — the kernel IR printer of compiler/llvm: every KirFunc becomes
+ * an LLVM function `void f(i64 n, i64 seed, T0 *noalias p0, ...)`, every
+ * entry of the program (forward, backward, loss, init) an LLVM function
+ * with the signature of runtime/pxc_model.h, and jit_compile wraps the
+ * compiled result as a pxc_model.
+ *
+ * How kernel IR maps to LLVM IR (kir.h defines the semantics):
+ *   - expressions: one LLVM value per node, memoised within a statement
+ *     (shared operands computed once); transcendentals are the inline
+ *     polynomials of jit_ir.h, which follow kir.h's definitions exactly;
+ *     I64 division and modulo are unsigned (kir.h: operands are >= 0).
+ *   - loops: jir loops; KIR_LOOP_REDUCE adds llvm.loop.vectorize.enable, so
+ *     float sums vectorise (reassociated, as kir.h allows).
+ *   - a top-level KIR_LOOP_PARALLEL loop is outlined into
+ *     `f.chunk<i>(n, seed, p..., lo, hi)` (noalias params, its own locals)
+ *     and run through jit_rt_parallel_for over pxc's two threads, or called
+ *     directly when the loop is too small to be worth a second thread.
+ *   - KS_GEMM calls cblas_sgemm; large ones split M over the two threads
+ *     (OpenBLAS at one thread, set by jit_add_runtime_symbols).
+ *   - locals are allocas in the entry block (promoted to registers).
+ */
+#include "jit.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <llvm-c/Core.h>
+
+#include "../../runtime/pxc_model.h"
+#include "../kernels/kir.h"
+#include "jit_ir.h"
+
+/* Bump when the LLVM IR printed for the same kernel IR changes: the object
+ * cache key includes it (and the build times of this file and jit_ir.c, so
+ * a rebuilt pxc never trusts objects an older printer made). */
+#define JIT_CODEGEN_VERSION 1
+
+/* A parallel loop runs serially below this many (estimated) inner iterations. */
+#define PAR_MIN_WORK 8192
+/* A GEMM splits M over threads from this many multiply-adds. */
+#define GEMM_PAR_MIN_MACS (1 << 18)
+
+/* ---- printing one function ------------------------------------------------------ */
+
+typedef struct MemoSlot {
+    const KirExpr *key;
+    unsigned gen;
+    LLVMValueRef val;
+} MemoSlot;
+
+typedef struct FnCtx {
+    JitIR *ir;
+    const KirProgram *prog;
+    const KirFunc *fn;
+    LLVMValueRef n, seed;
+    LLVMValueRef *params;      /* [fn->nparams] typed pointers */
+    LLVMValueRef *locals;      /* [fn->nlocals] allocas */
+    LLVMValueRef *vars;        /* [fn->nvars] loop variables in scope */
+    MemoSlot *memo;
+    unsigned memo_cap, memo_n, gen;
+    DiagList *dl;
+    bool failed;
+} FnCtx;
+
+static LLVMTypeRef ty(JitIR *ir, KirType t) {
+    switch (t) {
+    case KT_BOOL: return ir->t_i1;
+    case KT_I64: return ir->t_i64;
+    case KT_F32: return ir->t_f32;
+    case KT_F64: return ir->t_f64;
+    case KT_I32: return ir->t_i32;
+    case KT_U64: return ir->t_i64;
+    }
+    pxc_bug("kernel IR type %d", (int)t);
+}
+
+static bool is_float(KirType t) { return t == KT_F32 || t == KT_F64; }
+
+static LLVMValueRef memo_get(FnCtx *c, const KirExpr *e) {
+    unsigned h = (unsigned)(((uintptr_t)e >> 4) * 2654435761u) & (c->memo_cap - 1);
+    for (;; h = (h + 1) & (c->memo_cap - 1)) {
+        MemoSlot *s = &c->memo[h];
+        if (s->gen != c->gen) return NULL;
+        if (s->key == e) return s->val;
+    }
+}
+
+static void memo_put(FnCtx *c, const KirExpr *e, LLVMValueRef v) {
+    if (2 * (c->memo_n + 1) > c->memo_cap) {   /* grow: rehash the current generation */
+        MemoSlot *old = c->memo;
+        unsigned oc = c->memo_cap;
+        c->memo_cap *= 2;
+        c->memo = xcalloc(c->memo_cap, sizeof *c->memo);
+        for (unsigned i = 0; i < oc; i++)
+            if (old[i].gen == c->gen) {
+                unsigned h = (unsigned)(((uintptr_t)old[i].key >> 4) * 2654435761u) & (c->memo_cap - 1);
+                while (c->memo[h].gen == c->gen) h = (h + 1) & (c->memo_cap - 1);
+                c->memo[h] = old[i];
+            }
+        free(old);
+    }
+    unsigned h = (unsigned)(((uintptr_t)e >> 4) * 2654435761u) & (c->memo_cap - 1);
+    while (c->memo[h].gen == c->gen) h = (h + 1) & (c->memo_cap - 1);
+    c->memo[h] = (MemoSlot){e, c->gen, v};
+    c->memo_n++;
+}
+
+static void memo_reset(FnCtx *c) {
+    c->gen++;
+    c->memo_n = 0;
+}
+
+static LLVMValueRef expr(FnCtx *c, const KirExpr *e);
+
+static LLVMValueRef elem_ptr(FnCtx *c, LLVMValueRef base, KirType elem, const KirExpr *index) {
+    return jir_gep(c->ir, ty(c->ir, elem), base, expr(c, index));
+}
+
+static LLVMValueRef local_ptr(FnCtx *c, int local, const KirExpr *index) {
+    JitIR *ir = c->ir;
+    const KirLocal *l = &c->fn->locals[local];
+    if (!index) return c->locals[local];
+    LLVMValueRef idx[2] = {jir_i64(ir, 0), expr(c, index)};
+    return LLVMBuildInBoundsGEP2(ir->b, LLVMArrayType(ty(ir, l->t), (unsigned)l->len), c->locals[local], idx, 2,
+                                 "");
+}
+
+/* pxc_uniform of pxc_model.h, inline so dropout masks vectorise. */
+static LLVMValueRef mix64(JitIR *ir, LLVMValueRef z) {
+    LLVMBuilderRef b = ir->b;
+    z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, jir_i64(ir, 30), ""), ""),
+                     LLVMConstInt(ir->t_i64, 0xBF58476D1CE4E5B9ULL, 0), "");
+    z = LLVMBuildMul(b, LLVMBuildXor(b, z, LLVMBuildLShr(b, z, jir_i64(ir, 27), ""), ""),
+                     LLVMConstInt(ir->t_i64, 0x94D049BB133111EBULL, 0), "");
+    return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, jir_i64(ir, 31), ""), "");
+}
+
+static LLVMValueRef uniform(FnCtx *c, int64_t stream, LLVMValueRef index) {
+    JitIR *ir = c->ir;
+    LLVMBuilderRef b = ir->b;
+    uint64_t k = 0x9E3779B97F4A7C15ULL * ((uint64_t)(uint32_t)stream + 1);
+    LLVMValueRef s = mix64(ir, LLVMBuildAdd(b, c->seed, LLVMConstInt(ir->t_i64, k, 0), ""));
+    LLVMValueRef z = mix64(ir, LLVMBuildXor(b, s, index, ""));
+    LLVMValueRef top = LLVMBuildLShr(b, z, jir_i64(ir, 40), "");
+    return LLVMBuildFMul(b, LLVMBuildSIToFP(b, top, ir->t_f32, ""), jir_f32(ir, 1.0 / 16777216.0), "");
+}
+
+static LLVMValueRef bug_value(FnCtx *c, const KirExpr *e, const char *what) {
+    if (!c->failed)
+        diag_error(c->dl, srcloc_none(), "JIT: kernel '%s': %s (expression kind %d, type %d; an internal error in pxc)",
+                   c->fn->name, what, (int)e->k, (int)e->t);
+    c->failed = true;
+    return LLVMGetUndef(ty(c->ir, e->t));
+}
+
+static LLVMValueRef expr_uncached(FnCtx *c, const KirExpr *e) {
+    JitIR *ir = c->ir;
+    LLVMBuilderRef b = ir->b;
+    LLVMValueRef x0 = NULL, x1 = NULL, x2 = NULL;
+    switch (e->k) {
+    case KX_CONST:
+        if (e->t == KT_I64) return jir_i64(ir, e->i);
+        if (e->t == KT_F32) return jir_f32(ir, e->f);
+        if (e->t == KT_F64) return LLVMConstReal(ir->t_f64, e->f);
+        if (e->t == KT_BOOL) return LLVMConstInt(ir->t_i1, e->i != 0, 0);
+        return bug_value(c, e, "constant of this type");
+    case KX_BATCH: return c->n;
+    case KX_VAR:
+        if (e->i < 0 || e->i >= c->fn->nvars || !c->vars[e->i]) return bug_value(c, e, "loop variable not in scope");
+        return c->vars[e->i];
+    case KX_LOCAL: {
+        if (e->i < 0 || e->i >= c->fn->nlocals) return bug_value(c, e, "no such local");
+        LLVMTypeRef t = ty(ir, c->fn->locals[e->i].t);
+        return LLVMBuildLoad2(b, t, local_ptr(c, (int)e->i, e->x[0]), "");
+    }
+    case KX_LOAD: {
+        if (e->i < 0 || e->i >= c->fn->nparams) return bug_value(c, e, "no such param");
+        KirType et = c->fn->params[e->i].elem;
+        LLVMValueRef v = LLVMBuildLoad2(b, ty(ir, et), elem_ptr(c, c->params[e->i], et, e->x[0]), "");
+        LLVMSetAlignment(v, et == KT_F64 || et == KT_U64 ? 8 : 4);
+        if (et == KT_I32) v = LLVMBuildSExt(b, v, ir->t_i64, "");
+        return v;
+    }
+    default: break;
+    }
+    if (e->x[0]) x0 = expr(c, e->x[0]);
+    if (e->x[1]) x1 = expr(c, e->x[1]);
+    if (e->x[2]) x2 = expr(c, e->x[2]);
+    KirType ot = e->x[0] ? e->x[0]->t : e->t;   /* operand type (compares: not the result's) */
+    bool fl = is_float(ot);
+    switch (e->k) {
+    case KX_ADD: return fl ? LLVMBuildFAdd(b, x0, x1, "") : LLVMBuildNSWAdd(b, x0, x1, "");
+    case KX_SUB: return fl ? LLVMBuildFSub(b, x0, x1, "") : LLVMBuildNSWSub(b, x0, x1, "");
+    case KX_MUL: return fl ? LLVMBuildFMul(b, x0, x1, "") : LLVMBuildNSWMul(b, x0, x1, "");
+    case KX_DIV: return fl ? LLVMBuildFDiv(b, x0, x1, "") : LLVMBuildUDiv(b, x0, x1, "");
+    case KX_MOD:
+        if (fl) return bug_value(c, e, "float modulo");
+        return LLVMBuildURem(b, x0, x1, "");
+    case KX_NEG: return fl ? LLVMBuildFNeg(b, x0, "") : LLVMBuildNSWNeg(b, x0, "");
+    case KX_FMA: return jir_fmuladd(ir, x0, x1, x2);
+    case KX_MAX:
+        if (fl) return jir_max(ir, x0, x1);
+        return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, x0, x1, ""), x0, x1, "");
+    case KX_MIN:
+        if (fl) return jir_min(ir, x0, x1);
+        return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, x0, x1, ""), x0, x1, "");
+    case KX_LT: return fl ? LLVMBuildFCmp(b, LLVMRealOLT, x0, x1, "") : LLVMBuildICmp(b, LLVMIntSLT, x0, x1, "");
+    case KX_LE: return fl ? LLVMBuildFCmp(b, LLVMRealOLE, x0, x1, "") : LLVMBuildICmp(b, LLVMIntSLE, x0, x1, "");
+    case KX_GT: return fl ? LLVMBuildFCmp(b, LLVMRealOGT, x0, x1, "") : LLVMBuildICmp(b, LLVMIntSGT, x0, x1, "");
+    case KX_GE: return fl ? LLVMBuildFCmp(b, LLVMRealOGE, x0, x1, "") : LLVMBuildICmp(b, LLVMIntSGE, x0, x1, "");
+    case KX_EQ: return fl ? LLVMBuildFCmp(b, LLVMRealOEQ, x0, x1, "") : LLVMBuildICmp(b, LLVMIntEQ, x0, x1, "");
+    /* C's != is true for NaN operands: unordered-or-not-equal */
+    case KX_NE: return fl ? LLVMBuildFCmp(b, LLVMRealUNE, x0, x1, "") : LLVMBuildICmp(b, LLVMIntNE, x0, x1, "");
+    case KX_AND: return LLVMBuildAnd(b, x0, x1, "");
+    case KX_OR: return LLVMBuildOr(b, x0, x1, "");
+    case KX_NOT: return LLVMBuildNot(b, x0, "");
+    case KX_SELECT: return LLVMBuildSelect(b, x0, x1, x2, "");
+    case KX_EXP: return jir_exp(ir, x0);
+    case KX_LOG: return jir_log(ir, x0);
+    case KX_LOG1P: return jir_log1p(ir, x0);
+    case KX_SIGMOID: return jir_sigmoid(ir, x0);
+    case KX_TANH: return jir_tanh(ir, x0);
+    case KX_SQRT: return jir_sqrt(ir, x0);
+    case KX_ABS:
+        if (fl) return jir_fabs(ir, x0);
+        return LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, x0, jir_i64(ir, 0), ""), LLVMBuildNSWNeg(b, x0, ""),
+                               x0, "");
+    case KX_CAST:
+        if (e->t == ot) return x0;
+        if (e->t == KT_F64 && ot == KT_F32) return LLVMBuildFPExt(b, x0, ir->t_f64, "");
+        if (e->t == KT_F32 && ot == KT_F64) return LLVMBuildFPTrunc(b, x0, ir->t_f32, "");
+        if (is_float(e->t) && ot == KT_I64) return LLVMBuildSIToFP(b, x0, ty(ir, e->t), "");
+        if (e->t == KT_I64 && is_float(ot)) return LLVMBuildFPToSI(b, x0, ir->t_i64, "");
+        return bug_value(c, e, "cast between these types");
+    case KX_UNIFORM: return uniform(c, e->i2, x0);
+    default: return bug_value(c, e, "unknown expression kind");
+    }
+}
+
+static LLVMValueRef expr(FnCtx *c, const KirExpr *e) {
+    if (!e) {
+        if (!c->failed) diag_error(c->dl, srcloc_none(), "JIT: kernel '%s': missing operand (an internal error in pxc)",
+                                   c->fn->name);
+        c->failed = true;
+        return LLVMGetUndef(c->ir->t_i64);
+    }
+    LLVMValueRef v = memo_get(c, e);
+    if (v) return v;
+    v = expr_uncached(c, e);
+    memo_put(c, e, v);
+    return v;
+}
+
+/* Convert a value to the storage type of a param or local. */
+static LLVMValueRef to_storage(FnCtx *c, LLVMValueRef v, KirType elem) {
+    if (elem == KT_I32) return LLVMBuildTrunc(c->ir->b, v, c->ir->t_i32, "");
+    return v;
+}
+
+static void stmts(FnCtx *c, KirStmt *const *body, int n);
+
+static unsigned loop_flags(unsigned kflags) {
+    return (kflags & KIR_LOOP_REDUCE) ? JIR_LOOP_VECTORIZE : 0;
+}
+
+/* A KS_LOOP from lo to hi (already evaluated) with its body. */
+static void loop_over(FnCtx *c, const KirStmt *s, LLVMValueRef lo, LLVMValueRef hi) {
+    JirLoop L;
+    jir_loop_begin(c->ir, &L, lo, hi, loop_flags(s->flags));
+    if (s->var < 0 || s->var >= c->fn->nvars) {
+        diag_error(c->dl, srcloc_none(), "JIT: kernel '%s': loop variable %d out of range (an internal error in pxc)",
+                   c->fn->name, s->var);
+        c->failed = true;
+    } else {
+        c->vars[s->var] = L.iv;
+    }
+    stmts(c, s->body, s->nbody);
+    if (s->var >= 0 && s->var < c->fn->nvars) c->vars[s->var] = NULL;
+    jir_loop_end(c->ir, &L);
+    memo_reset(c);   /* values computed in the body do not dominate what follows */
+}
+
+static void stmt(FnCtx *c, const KirStmt *s) {
+    JitIR *ir = c->ir;
+    LLVMBuilderRef b = ir->b;
+    memo_reset(c);
+    switch (s->k) {
+    case KS_LOOP: {
+        LLVMValueRef lo = expr(c, s->lo), hi = expr(c, s->hi);
+        loop_over(c, s, lo, hi);
+        return;
+    }
+    case KS_STORE:
+    case KS_ACCUM: {
+        if (s->target < 0 || s->target >= c->fn->nparams) break;
+        KirType et = c->fn->params[s->target].elem;
+        LLVMValueRef v = expr(c, s->value);
+        LLVMValueRef p = elem_ptr(c, c->params[s->target], et, s->index);
+        if (s->k == KS_ACCUM) {
+            LLVMValueRef old = LLVMBuildLoad2(b, ty(ir, et), p, "");
+            LLVMSetAlignment(old, et == KT_F64 || et == KT_U64 ? 8 : 4);
+            v = is_float(et) ? LLVMBuildFAdd(b, old, v, "") : LLVMBuildAdd(b, old, to_storage(c, v, et), "");
+        }
+        LLVMValueRef st = LLVMBuildStore(b, to_storage(c, v, et), p);
+        LLVMSetAlignment(st, et == KT_F64 || et == KT_U64 ? 8 : 4);
+        return;
+    }
+    case KS_SET: {
+        if (s->target < 0 || s->target >= c->fn->nlocals) break;
+        LLVMValueRef v = expr(c, s->value);
+        LLVMBuildStore(b, v, local_ptr(c, s->target, s->index));
+        return;
+    }
+    case KS_GEMM: break;   /* top level only: handled by the function printer */
+    }
+    diag_error(c->dl, srcloc_none(), "JIT: kernel '%s': malformed statement (kind %d; an internal error in pxc)",
+               c->fn->name, (int)s->k);
+    c->failed = true;
+}
+
+static void stmts(FnCtx *c, KirStmt *const *body, int n) {
+    for (int i = 0; i < n && !c->failed; i++) stmt(c, body[i]);
+}
+
+/* ---- functions: params, locals, parallel loops, GEMMs -------------------------------- */
+
+static LLVMTypeRef ptr_ty(JitIR *ir, KirType elem) { return LLVMPointerType(ty(ir, elem), 0); }
+
+/* The LLVM signature of a kernel: (i64 n, i64 seed, T0* p0, ...[, i64 lo, i64 hi]). */
+static LLVMTypeRef *kernel_params(JitIR *ir, const KirFunc *fn, bool range, int *np) {
+    int n = 2 + fn->nparams + (range ? 2 : 0);
+    LLVMTypeRef *ps = xmalloc((size_t)n * sizeof *ps);
+    ps[0] = ir->t_i64;
+    ps[1] = ir->t_i64;
+    for (int i = 0; i < fn->nparams; i++) ps[2 + i] = ptr_ty(ir, fn->params[i].elem);
+    if (range) ps[n - 2] = ps[n - 1] = ir->t_i64;
+    *np = n;
+    return ps;
+}
+
+/* Bind n, seed, params and fresh locals of the function being defined. */
+static void bind_function(FnCtx *c, LLVMValueRef f) {
+    JitIR *ir = c->ir;
+    c->n = LLVMGetParam(f, 0);
+    c->seed = LLVMGetParam(f, 1);
+    for (int i = 0; i < c->fn->nparams; i++) {
+        c->params[i] = LLVMGetParam(f, (unsigned)(2 + i));
+        jir_param_noalias(ir, f, 2 + i);
+    }
+    for (int i = 0; i < c->fn->nlocals; i++) {
+        const KirLocal *l = &c->fn->locals[i];
+        LLVMTypeRef t = l->len > 1 ? LLVMArrayType(ty(ir, l->t), (unsigned)l->len) : ty(ir, l->t);
+        c->locals[i] = LLVMBuildAlloca(ir->b, t, "");
+    }
+    for (int i = 0; i < c->fn->nvars; i++) c->vars[i] = NULL;
+    memo_reset(c);
+}
+
+/* Value of an I64 expression of constants and n (at batch `n`), or -1 when
+ * it depends on anything else. */
+static int64_t eval_i64(const KirExpr *e, int64_t n) {
+    if (!e) return -1;
+    if (e->k == KX_CONST && e->t == KT_I64) return e->i;
+    if (e->k == KX_BATCH) return n;
+    int64_t a = e->x[0] ? eval_i64(e->x[0], n) : -1, b = e->x[1] ? eval_i64(e->x[1], n) : -1;
+    if (a < 0 || b < 0) return -1;
+    switch (e->k) {
+    case KX_ADD: return a + b;
+    case KX_SUB: return a - b >= 0 ? a - b : -1;
+    case KX_MUL: return a * b;
+    case KX_DIV: return b > 0 ? a / b : -1;
+    case KX_MOD: return b > 0 ? a % b : -1;
+    case KX_MAX: return a > b ? a : b;
+    case KX_MIN: return a < b ? a : b;
+    default: return -1;
+    }
+}
+
+/* Estimated innermost iterations of a statement list at batch n (a trip
+ * count known only at run time counts 64). */
+static double body_work_n(KirStmt *const *body, int nb, int64_t n) {
+    double w = 0;
+    for (int i = 0; i < nb; i++) {
+        const KirStmt *s = body[i];
+        if (s->k != KS_LOOP) {
+            w += 1;
+            continue;
+        }
+        int64_t lo = eval_i64(s->lo, n), hi = eval_i64(s->hi, n);
+        double trip = lo >= 0 && hi >= 0 ? (double)(hi > lo ? hi - lo : 0) : 64;
+        w += trip * body_work_n(s->body, s->nbody, n);
+    }
+    return w;
+}
+
+/* Per iteration of a parallel loop, for the serial/parallel decision (n is
+ * not known there: inner loops depend on constants only). */
+static double body_work(KirStmt *const *body, int n) {
+    double w = body_work_n(body, n, 1);
+    return w < 1 ? 1 : w;
+}
+
+static LLVMValueRef declare_parallel_for(JitIR *ir) {
+    LLVMTypeRef bps[3] = {ir->t_pi8, ir->t_i64, ir->t_i64};
+    LLVMTypeRef body = LLVMPointerType(LLVMFunctionType(ir->t_void, bps, 3, 0), 0);
+    LLVMTypeRef ps[4] = {body, ir->t_pi8, ir->t_i64, ir->t_i64};
+    return jir_declare(ir, "jit_rt_parallel_for", ir->t_void, ps, 4);
+}
+
+/* Store vals[i] into the fields of a fresh stack struct; returns it as i8*. */
+static LLVMValueRef pack_ctx(JitIR *ir, LLVMValueRef entry_alloca_fn, LLVMTypeRef st, LLVMValueRef *vals, int n) {
+    LLVMBasicBlockRef cur = LLVMGetInsertBlock(ir->b);
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(entry_alloca_fn);
+    LLVMPositionBuilder(ir->b, entry, LLVMGetFirstInstruction(entry));
+    LLVMValueRef a = LLVMBuildAlloca(ir->b, st, "ctx");
+    LLVMPositionBuilderAtEnd(ir->b, cur);
+    for (int i = 0; i < n; i++) LLVMBuildStore(ir->b, vals[i], LLVMBuildStructGEP2(ir->b, st, a, (unsigned)i, ""));
+    return LLVMBuildBitCast(ir->b, a, ir->t_pi8, "");
+}
+
+static LLVMValueRef unpack(JitIR *ir, LLVMTypeRef st, LLVMValueRef ctx, int i) {
+    LLVMTypeRef ft = LLVMStructGetTypeAtIndex(st, (unsigned)i);
+    return LLVMBuildLoad2(ir->b, ft, LLVMBuildStructGEP2(ir->b, st, ctx, (unsigned)i, ""), "");
+}
+
+/* A top-level parallel loop: f.chunk<k> runs [lo, hi) of it; f.par<k> is
+ * the parallel-for body; f calls one or the other. */
+static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
+    JitIR *ir = c->ir;
+    LLVMBuilderRef b = ir->b;
+    const KirFunc *fn = c->fn;
+    LLVMValueRef lo = expr(c, s->lo), hi = expr(c, s->hi);
+    LLVMBasicBlockRef resume = LLVMGetInsertBlock(b);
+    LLVMValueRef *saved_params = c->params, *saved_locals = c->locals;
+    LLVMValueRef saved_n = c->n, saved_seed = c->seed;
+    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1];
+    c->params = params;
+    c->locals = locals;
+
+    /* f.chunk<k>(n, seed, p..., lo, hi) */
+    int np;
+    LLVMTypeRef *ps = kernel_params(ir, fn, true, &np);
+    char *name = xasprintf("%s.chunk%d", fn->name, k);
+    LLVMValueRef chunk = jir_function(ir, name, ir->t_void, ps, np);
+    LLVMSetLinkage(chunk, LLVMInternalLinkage);
+    /* two callers (the serial path and the parallel body): inlining would
+     * compile the loop nest twice */
+    LLVMAddAttributeAtIndex(chunk, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(ir->ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
+    free(name);
+    bind_function(c, chunk);
+    loop_over(c, s, LLVMGetParam(chunk, (unsigned)np - 2), LLVMGetParam(chunk, (unsigned)np - 1));
+    LLVMBuildRetVoid(b);
+
+    /* ctx = {n, seed, lo, p...}; f.par<k>(ctx, a, b) = chunk(n, seed, p..., lo + a, lo + b) */
+    int nf = 3 + fn->nparams;
+    LLVMTypeRef *fts = xmalloc((size_t)nf * sizeof *fts);
+    fts[0] = fts[1] = fts[2] = ir->t_i64;
+    for (int i = 0; i < fn->nparams; i++) fts[3 + i] = ps[2 + i];
+    LLVMTypeRef st = LLVMStructTypeInContext(ir->ctx, fts, (unsigned)nf, 0);
+    LLVMTypeRef bps[3] = {ir->t_pi8, ir->t_i64, ir->t_i64};
+    name = xasprintf("%s.par%d", fn->name, k);
+    LLVMValueRef par = jir_function(ir, name, ir->t_void, bps, 3);
+    LLVMSetLinkage(par, LLVMInternalLinkage);
+    free(name);
+    LLVMValueRef ctx = LLVMBuildBitCast(b, LLVMGetParam(par, 0), LLVMPointerType(st, 0), "");
+    LLVMValueRef *args = xmalloc((size_t)np * sizeof *args);
+    args[0] = unpack(ir, st, ctx, 0);
+    args[1] = unpack(ir, st, ctx, 1);
+    LLVMValueRef base = unpack(ir, st, ctx, 2);
+    for (int i = 0; i < fn->nparams; i++) args[2 + i] = unpack(ir, st, ctx, 3 + i);
+    args[np - 2] = LLVMBuildNSWAdd(b, base, LLVMGetParam(par, 1), "");
+    args[np - 1] = LLVMBuildNSWAdd(b, base, LLVMGetParam(par, 2), "");
+    jir_call(ir, chunk, args, np);
+    LLVMBuildRetVoid(b);
+
+    /* back in f: if (trip * work < PAR_MIN_WORK) chunk(..., lo, hi) else parallel_for(par, ctx, trip) */
+    c->params = saved_params;
+    c->locals = saved_locals;
+    c->n = saved_n;
+    c->seed = saved_seed;
+    ir->fn = f;
+    LLVMPositionBuilderAtEnd(b, resume);
+    LLVMValueRef trip = LLVMBuildSub(b, hi, lo, "");
+    LLVMValueRef work = LLVMBuildMul(b, trip, jir_i64(ir, (int64_t)(body_work(s->body, s->nbody) + 0.5)), "");
+    LLVMValueRef small = LLVMBuildICmp(b, LLVMIntSLT, work, jir_i64(ir, PAR_MIN_WORK), "");
+    LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(ir->ctx, f, "serial");
+    LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(ir->ctx, f, "parallel");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(ir->ctx, f, "after");
+    LLVMBuildCondBr(b, small, bs, bp);
+    LLVMPositionBuilderAtEnd(b, bs);
+    args[0] = c->n;
+    args[1] = c->seed;
+    for (int i = 0; i < fn->nparams; i++) args[2 + i] = c->params[i];
+    args[np - 2] = lo;
+    args[np - 1] = hi;
+    jir_call(ir, chunk, args, np);
+    LLVMBuildBr(b, done);
+    LLVMPositionBuilderAtEnd(b, bp);
+    LLVMValueRef *vals = xmalloc((size_t)nf * sizeof *vals);
+    vals[0] = c->n;
+    vals[1] = c->seed;
+    vals[2] = lo;
+    for (int i = 0; i < fn->nparams; i++) vals[3 + i] = c->params[i];
+    LLVMValueRef cp = pack_ctx(ir, f, st, vals, nf);
+    LLVMValueRef pargs[4] = {par, cp, trip, jir_i64(ir, 1)};
+    jir_call(ir, declare_parallel_for(ir), pargs, 4);
+    LLVMBuildBr(b, done);
+    LLVMPositionBuilderAtEnd(b, done);
+    memo_reset(c);
+    free(vals);
+    free(args);
+    free(fts);
+    free(ps);
+}
+
+static LLVMValueRef declare_sgemm(JitIR *ir) {
+    LLVMTypeRef i32 = ir->t_i32, f32 = ir->t_f32, pf = ir->t_pf32;
+    LLVMTypeRef ps[14] = {i32, i32, i32, i32, i32, i32, f32, pf, i32, pf, i32, f32, pf, i32};
+    return jir_declare(ir, "cblas_sgemm", ir->t_void, ps, 14);
+}
+
+/* cblas_sgemm(RowMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc) with i64 m, n, k. */
+static void call_sgemm(JitIR *ir, const KirGemm *g, LLVMValueRef m, LLVMValueRef n, LLVMValueRef k, LLVMValueRef A,
+                       LLVMValueRef B, LLVMValueRef C) {
+    LLVMBuilderRef b = ir->b;
+    LLVMValueRef args[14] = {jir_i32(ir, 101),
+                             jir_i32(ir, g->trans_a ? 112 : 111),
+                             jir_i32(ir, g->trans_b ? 112 : 111),
+                             LLVMBuildTrunc(b, m, ir->t_i32, ""),
+                             LLVMBuildTrunc(b, n, ir->t_i32, ""),
+                             LLVMBuildTrunc(b, k, ir->t_i32, ""),
+                             jir_f32(ir, g->alpha),
+                             A,
+                             jir_i32(ir, (int32_t)g->lda),
+                             B,
+                             jir_i32(ir, (int32_t)g->ldb),
+                             jir_f32(ir, g->beta),
+                             C,
+                             jir_i32(ir, (int32_t)g->ldc)};
+    jir_call(ir, declare_sgemm(ir), args, 14);
+}
+
+static void gemm(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
+    JitIR *ir = c->ir;
+    LLVMBuilderRef b = ir->b;
+    const KirGemm *g = &s->gemm;
+    if (g->a < 0 || g->a >= c->fn->nparams || g->b < 0 || g->b >= c->fn->nparams || g->c < 0 ||
+        g->c >= c->fn->nparams) {
+        diag_error(c->dl, srcloc_none(), "JIT: kernel '%s': GEMM operand out of range (an internal error in pxc)",
+                   c->fn->name);
+        c->failed = true;
+        return;
+    }
+    LLVMValueRef M = expr(c, g->m), N = expr(c, g->n), K = expr(c, g->k);
+    LLVMValueRef A = jir_gep(ir, ir->t_f32, c->params[g->a], expr(c, g->a_off));
+    LLVMValueRef B = jir_gep(ir, ir->t_f32, c->params[g->b], expr(c, g->b_off));
+    LLVMValueRef C = jir_gep(ir, ir->t_f32, c->params[g->c], expr(c, g->c_off));
+
+    /* f.gemm<k>(ctx = {A, B, C, N, K}, m0, m1): rows [m0, m1) of C */
+    LLVMBasicBlockRef resume = LLVMGetInsertBlock(b);
+    LLVMTypeRef fts[5] = {ir->t_pf32, ir->t_pf32, ir->t_pf32, ir->t_i64, ir->t_i64};
+    LLVMTypeRef st = LLVMStructTypeInContext(ir->ctx, fts, 5, 0);
+    LLVMTypeRef bps[3] = {ir->t_pi8, ir->t_i64, ir->t_i64};
+    char *name = xasprintf("%s.gemm%d", c->fn->name, k);
+    LLVMValueRef body = jir_function(ir, name, ir->t_void, bps, 3);
+    LLVMSetLinkage(body, LLVMInternalLinkage);
+    free(name);
+    LLVMValueRef ctx = LLVMBuildBitCast(b, LLVMGetParam(body, 0), LLVMPointerType(st, 0), "");
+    LLVMValueRef m0 = LLVMGetParam(body, 1), m1 = LLVMGetParam(body, 2);
+    LLVMValueRef a_step = g->trans_a ? m0 : LLVMBuildNSWMul(b, m0, jir_i64(ir, g->lda), "");
+    LLVMValueRef bA = jir_gep(ir, ir->t_f32, unpack(ir, st, ctx, 0), a_step);
+    LLVMValueRef bC = jir_gep(ir, ir->t_f32, unpack(ir, st, ctx, 2), LLVMBuildNSWMul(b, m0, jir_i64(ir, g->ldc), ""));
+    call_sgemm(ir, g, LLVMBuildSub(b, m1, m0, ""), unpack(ir, st, ctx, 3), unpack(ir, st, ctx, 4), bA,
+               unpack(ir, st, ctx, 1), bC);
+    LLVMBuildRetVoid(b);
+
+    ir->fn = f;
+    LLVMPositionBuilderAtEnd(b, resume);
+    LLVMValueRef macs = LLVMBuildMul(b, LLVMBuildMul(b, M, N, ""), K, "");
+    LLVMValueRef small = LLVMBuildICmp(b, LLVMIntSLT, macs, jir_i64(ir, GEMM_PAR_MIN_MACS), "");
+    LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(ir->ctx, f, "gemm_serial");
+    LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(ir->ctx, f, "gemm_parallel");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(ir->ctx, f, "gemm_done");
+    LLVMBuildCondBr(b, small, bs, bp);
+    LLVMPositionBuilderAtEnd(b, bs);
+    call_sgemm(ir, g, M, N, K, A, B, C);
+    LLVMBuildBr(b, done);
+    LLVMPositionBuilderAtEnd(b, bp);
+    LLVMValueRef vals[5] = {A, B, C, N, K};
+    LLVMValueRef cp = pack_ctx(ir, f, st, vals, 5);
+    LLVMValueRef pargs[4] = {body, cp, M, jir_i64(ir, 16)};
+    jir_call(ir, declare_parallel_for(ir), pargs, 4);
+    LLVMBuildBr(b, done);
+    LLVMPositionBuilderAtEnd(b, done);
+    memo_reset(c);
+}
+
+static bool has_reduce(KirStmt *const *body, int n) {
+    for (int i = 0; i < n; i++)
+        if (body[i]->k == KS_LOOP && ((body[i]->flags & KIR_LOOP_REDUCE) || has_reduce(body[i]->body, body[i]->nbody)))
+            return true;
+    return false;
+}
+
+/* Print one kernel function into ir->mod. */
+static bool print_func(JitIR *ir, const KirProgram *prog, const KirFunc *fn, DiagList *dl) {
+    FnCtx c = {.ir = ir, .prog = prog, .fn = fn, .dl = dl};
+    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1], vars[fn->nvars + 1];
+    c.params = params;
+    c.locals = locals;
+    c.vars = vars;
+    c.memo_cap = 256;
+    c.memo = xcalloc(c.memo_cap, sizeof *c.memo);
+    c.gen = 1;
+    int np;
+    LLVMTypeRef *ps = kernel_params(ir, fn, false, &np);
+    LLVMValueRef f = jir_function(ir, fn->name, ir->t_void, ps, np);
+    free(ps);
+    bind_function(&c, f);
+    for (int i = 0; i < fn->nbody && !c.failed; i++) {
+        const KirStmt *s = fn->body[i];
+        if (s->k == KS_LOOP && (s->flags & KIR_LOOP_PARALLEL))
+            parallel_loop(&c, f, s, i);
+        else if (s->k == KS_GEMM)
+            gemm(&c, f, s, i);
+        else
+            stmt(&c, s);
+    }
+    LLVMBuildRetVoid(ir->b);
+    free(c.memo);
+    return !c.failed;
+}
+
+/* ---- entries ---------------------------------------------------------------------------- */
+
+static const char *const entry_names[KE_COUNT] = {"pxc_forward", "pxc_backward", "pxc_loss", "pxc_init"};
+
+typedef struct EntryCtx {
+    JitIR *ir;
+    const KirProgram *prog;
+    LLVMValueRef base[KB_COUNT];   /* i8* (NULL: the entry has no such argument) */
+    LLVMValueRef n;                /* i64 */
+} EntryCtx;
+
+static LLVMValueRef buf_addr(EntryCtx *e, int id, DiagList *dl, bool *ok) {
+    JitIR *ir = e->ir;
+    const KirBuf *bf = id >= 0 && id < e->prog->nbufs ? &e->prog->bufs[id] : NULL;
+    if (!bf || !e->base[bf->base]) {
+        diag_error(dl, srcloc_none(), "JIT: buffer %d%s%s is not available in this entry (an internal error in pxc)",
+                   id, bf ? " " : "", bf ? bf->name : "");
+        *ok = false;
+        return LLVMConstNull(ir->t_pi8);
+    }
+    LLVMValueRef off = jir_i64(ir, bf->off0);
+    if (bf->off_n) off = LLVMBuildAdd(ir->b, off, LLVMBuildMul(ir->b, e->n, jir_i64(ir, bf->off_n), ""), "");
+    LLVMValueRef p = jir_gep(ir, ir->t_i8, e->base[bf->base], off);
+    return LLVMBuildBitCast(ir->b, p, ptr_ty(ir, bf->elem), "");
+}
+
+static LLVMValueRef kernel_decl(JitIR *ir, const KirFunc *fn) {
+    LLVMValueRef f = LLVMGetNamedFunction(ir->mod, fn->name);
+    if (f) return f;
+    int np;
+    LLVMTypeRef *ps = kernel_params(ir, fn, false, &np);
+    f = jir_declare(ir, fn->name, ir->t_void, ps, np);
+    free(ps);
+    return f;
+}
+
+static bool print_entry(JitIR *ir, const KirProgram *prog, KirEntryKind k, DiagList *dl) {
+    LLVMTypeRef pf = ir->t_pf32, pi8 = ir->t_pi8, i32 = ir->t_i32, i64 = ir->t_i64;
+    const KirEntry *en = &prog->entry[k];
+    EntryCtx e = {.ir = ir, .prog = prog};
+    LLVMValueRef f, seed = jir_i64(ir, 0), training = NULL;
+    switch (k) {
+    case KE_FORWARD: {
+        /* double forward(params, x, labels, n, seed, training, arena, out, nll) */
+        LLVMTypeRef ps[9] = {pf, pf, ir->t_pi32, i32, i64, i32, pi8, pf, pf};
+        f = jir_function(ir, entry_names[k], ir->t_f64, ps, 9);
+        e.base[KB_PARAMS] = LLVMGetParam(f, 0);
+        e.base[KB_X] = LLVMGetParam(f, 1);
+        e.base[KB_LABELS] = LLVMGetParam(f, 2);
+        e.n = LLVMGetParam(f, 3);
+        seed = LLVMGetParam(f, 4);
+        training = LLVMGetParam(f, 5);
+        e.base[KB_ARENA] = LLVMGetParam(f, 6);
+        e.base[KB_OUT] = LLVMGetParam(f, 7);
+        e.base[KB_NLL] = LLVMGetParam(f, 8);
+        break;
+    }
+    case KE_BACKWARD: {
+        /* void backward(params, x, labels, n, arena, grad) */
+        LLVMTypeRef ps[6] = {pf, pf, ir->t_pi32, i32, pi8, pf};
+        f = jir_function(ir, entry_names[k], ir->t_void, ps, 6);
+        e.base[KB_PARAMS] = LLVMGetParam(f, 0);
+        e.base[KB_X] = LLVMGetParam(f, 1);
+        e.base[KB_LABELS] = LLVMGetParam(f, 2);
+        e.n = LLVMGetParam(f, 3);
+        e.base[KB_ARENA] = LLVMGetParam(f, 4);
+        e.base[KB_GRAD] = LLVMGetParam(f, 5);
+        break;
+    }
+    case KE_LOSS: {
+        /* double loss(l, x, n, dl, nll) */
+        LLVMTypeRef ps[5] = {pf, pf, i32, pf, pf};
+        f = jir_function(ir, entry_names[k], ir->t_f64, ps, 5);
+        e.base[KB_OUT] = LLVMGetParam(f, 0);
+        e.base[KB_X] = LLVMGetParam(f, 1);
+        e.n = LLVMGetParam(f, 2);
+        e.base[KB_DL] = LLVMGetParam(f, 3);
+        e.base[KB_NLL] = LLVMGetParam(f, 4);
+        break;
+    }
+    default: {
+        /* void init(params, x, labels, n, arena) */
+        LLVMTypeRef ps[5] = {pf, pf, ir->t_pi32, i32, pi8};
+        f = jir_function(ir, entry_names[k], ir->t_void, ps, 5);
+        e.base[KB_PARAMS] = LLVMGetParam(f, 0);
+        e.base[KB_X] = LLVMGetParam(f, 1);
+        e.base[KB_LABELS] = LLVMGetParam(f, 2);
+        e.n = LLVMGetParam(f, 3);
+        e.base[KB_ARENA] = LLVMGetParam(f, 4);
+        break;
+    }
+    }
+    LLVMBuilderRef b = ir->b;
+    e.n = LLVMBuildSExt(b, e.n, i64, "n");
+    for (int i = 0; i < KB_COUNT; i++)
+        if (e.base[i]) e.base[i] = LLVMBuildBitCast(b, e.base[i], pi8, "");
+    /* the entry's own scratch: on the stack when small, else the heap */
+    LLVMValueRef heap = NULL;
+    if (en->stack_bytes > 0) {
+        int64_t sz = (en->stack_bytes + 63) / 64 * 64;
+        if (sz <= (1 << 18)) {
+            LLVMValueRef a = LLVMBuildAlloca(b, LLVMArrayType(ir->t_i8, (unsigned)sz), "stack");
+            LLVMSetAlignment(a, 64);
+            e.base[KB_STACK] = LLVMBuildBitCast(b, a, pi8, "");
+        } else {
+            LLVMTypeRef aps[2] = {i64, i64};
+            LLVMValueRef aa = jir_declare(ir, "aligned_alloc", pi8, aps, 2);
+            LLVMValueRef args[2] = {jir_i64(ir, 64), jir_i64(ir, sz)};
+            heap = e.base[KB_STACK] = jir_call(ir, aa, args, 2);
+        }
+    }
+    bool ok = true;
+    if (k == KE_FORWARD) {
+        /* out and nll may be NULL: the arena holds them then */
+        int fb[2] = {prog->out_fallback, prog->nll_fallback};
+        KirBase which[2] = {KB_OUT, KB_NLL};
+        for (int i = 0; i < 2; i++) {
+            if (fb[i] < 0) continue;
+            LLVMValueRef alt = LLVMBuildBitCast(b, buf_addr(&e, fb[i], dl, &ok), pi8, "");
+            LLVMValueRef isnull = LLVMBuildIsNull(b, e.base[which[i]], "");
+            e.base[which[i]] = LLVMBuildSelect(b, isnull, alt, e.base[which[i]], "");
+        }
+    }
+    if (prog->seed_buf >= 0 && (k == KE_FORWARD || k == KE_BACKWARD)) {
+        LLVMValueRef sp = LLVMBuildBitCast(b, buf_addr(&e, prog->seed_buf, dl, &ok), ir->t_pi64, "");
+        if (k == KE_FORWARD)
+            LLVMBuildStore(b, seed, sp);
+        else
+            seed = LLVMBuildLoad2(b, i64, sp, "seed");
+    }
+    for (int si = 0; si < en->nsteps && ok; si++) {
+        const KirStep *st = &en->steps[si];
+        if (st->func < 0 || st->func >= prog->nfuncs || st->nargs != prog->funcs[st->func].nparams) {
+            diag_error(dl, srcloc_none(), "JIT: step %d of entry %s is malformed (an internal error in pxc)", si,
+                       entry_names[k]);
+            ok = false;
+            break;
+        }
+        LLVMValueRef cond = NULL;
+        if (st->when.training >= 0 && training) {
+            LLVMValueRef on = LLVMBuildICmp(b, LLVMIntNE, training, jir_i32(ir, 0), "");
+            cond = st->when.training ? on : LLVMBuildNot(b, on, "");
+        }
+        for (int bi = 0; bi < KB_COUNT; bi++) {
+            unsigned bit = 1u << bi;
+            if (!(st->when.if_nonnull & bit) && !(st->when.if_null & bit)) continue;
+            LLVMValueRef isnull = e.base[bi] ? LLVMBuildIsNull(b, e.base[bi], "") : LLVMConstInt(ir->t_i1, 1, 0);
+            LLVMValueRef want = (st->when.if_null & bit) ? isnull : LLVMBuildNot(b, isnull, "");
+            cond = cond ? LLVMBuildAnd(b, cond, want, "") : want;
+        }
+        LLVMBasicBlockRef after = NULL;
+        if (cond) {
+            LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(ir->ctx, f, "step");
+            after = LLVMAppendBasicBlockInContext(ir->ctx, f, "next");
+            LLVMBuildCondBr(b, cond, run, after);
+            LLVMPositionBuilderAtEnd(b, run);
+        }
+        const KirFunc *fn = &prog->funcs[st->func];
+        LLVMValueRef *args = xmalloc((size_t)(fn->nparams + 2) * sizeof *args);
+        args[0] = e.n;
+        args[1] = seed;
+        for (int i = 0; i < fn->nparams; i++) {
+            LLVMValueRef a = buf_addr(&e, st->args[i], dl, &ok);
+            args[2 + i] = LLVMBuildBitCast(b, a, ptr_ty(ir, fn->params[i].elem), "");
+        }
+        jir_call(ir, kernel_decl(ir, fn), args, fn->nparams + 2);
+        free(args);
+        if (after) {
+            LLVMBuildBr(b, after);
+            LLVMPositionBuilderAtEnd(b, after);
+        }
+    }
+    if (heap) {
+        LLVMValueRef fr = jir_declare(ir, "free", ir->t_void, &pi8, 1);
+        jir_call(ir, fr, &heap, 1);
+    }
+    if (k == KE_FORWARD || k == KE_LOSS) {
+        LLVMValueRef r = LLVMConstReal(ir->t_f64, 0);
+        if (en->ret_buf >= 0) {
+            LLVMValueRef rp = LLVMBuildBitCast(b, buf_addr(&e, en->ret_buf, dl, &ok), ir->t_pf64, "");
+            r = LLVMBuildLoad2(b, ir->t_f64, rp, "loss");
+        }
+        LLVMBuildRet(b, r);
+    } else {
+        LLVMBuildRetVoid(b);
+    }
+    return ok;
+}
+
+/* size_t pxc_arena_bytes(int n) = arena0 + arena_n * n */
+static void print_arena_bytes(JitIR *ir, const KirProgram *prog) {
+    LLVMValueRef f = jir_function(ir, "pxc_arena_bytes", ir->t_i64, &ir->t_i32, 1);
+    LLVMValueRef n = LLVMBuildSExt(ir->b, LLVMGetParam(f, 0), ir->t_i64, "");
+    LLVMValueRef r = LLVMBuildAdd(ir->b, jir_i64(ir, prog->arena0), LLVMBuildMul(ir->b, n, jir_i64(ir, prog->arena_n), ""),
+                                  "");
+    LLVMBuildRet(ir->b, r);
+}
+
+/* ---- units and the model ---------------------------------------------------------------------- */
+
+typedef struct FuncArg {
+    const KirProgram *prog;
+    int func;    /* a kernel, or -1: an entry */
+    int entry;   /* KirEntryKind, or KE_COUNT: arena_bytes */
+} FuncArg;
+
+static bool build_kir_unit(JitIR *ir, void *arg, DiagList *dl) {
+    const FuncArg *a = arg;
+    if (a->func >= 0) return print_func(ir, a->prog, &a->prog->funcs[a->func], dl);
+    if (a->entry < KE_COUNT) return print_entry(ir, a->prog, (KirEntryKind)a->entry, dl);
+    print_arena_bytes(ir, a->prog);
+    return true;
+}
+
+/* A kernel is cold when only the init entry (run once per training) calls
+ * it, when it does little work per call (at a batch of COLD_BATCH images),
+ * or when it is only GEMM calls (OpenBLAS does the work): O1 without
+ * vectorisation costs such a kernel microseconds a call and saves most of
+ * its compile time. */
+#define COLD_BATCH 16
+#define COLD_WORK 32768.0
+
+static JitTier kernel_tier(const KirProgram *prog, int f, const bool *hot_entry_calls, bool tiering) {
+    const KirFunc *fn = &prog->funcs[f];
+    if (!tiering) return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
+    if (!hot_entry_calls[f]) return JIT_TIER_COLD;
+    bool only_gemm = fn->nbody > 0;
+    for (int i = 0; i < fn->nbody; i++) only_gemm &= fn->body[i]->k == KS_GEMM;
+    if (only_gemm || body_work_n(fn->body, fn->nbody, COLD_BATCH) < COLD_WORK) return JIT_TIER_COLD;
+    return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
+}
+
+typedef struct ModelImpl {
+    Jit *jit;
+    pxc_tensor *params;
+    char **names;
+    int nnames;
+    JitTimings timings;
+} ModelImpl;
+
+static void model_release(pxc_model *m) {
+    if (!m) return;
+    ModelImpl *impl = m->impl;
+    if (impl) {
+        jit_free(impl->jit);
+        for (int i = 0; i < impl->nnames; i++) free(impl->names[i]);
+        free(impl->names);
+        free(impl->params);
+        free(impl);
+    }
+    free(m);
+}
+
+const JitTimings *jit_model_timings(const pxc_model *m) {
+    return m && m->release == model_release ? &((const ModelImpl *)m->impl)->timings : NULL;
+}
+
+void *jit_model_lookup(const pxc_model *m, const char *name, DiagList *dl) {
+    if (!m || m->release != model_release) {
+        diag_error(dl, srcloc_none(), "JIT: jit_model_lookup: the model was not compiled by the JIT");
+        return NULL;
+    }
+    return jit_lookup(((const ModelImpl *)m->impl)->jit, name, dl);
+}
+
+pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *dl) {
+    Jit *j = jit_create(opt, dl);
+    if (!j) return NULL;
+    if (!jit_add_runtime_symbols(j, dl)) {
+        jit_free(j);
+        return NULL;
+    }
+    /* the key: the program's stable text plus what decides the code we print */
+    bool tiering = opt ? opt->tiering : true;
+    char *key = NULL, *dir = jit_cache_dir(opt);
+    size_t keylen = 0;
+    if (dir) {   /* (the cache's own key adds the CPU, features, versions and opt level) */
+        FILE *kf = open_memstream(&key, &keylen);
+        if (!kf) pxc_bug("open_memstream failed");
+        fprintf(kf, "pxc jit codegen %d built %s %s, %s; tiering %d\n", JIT_CODEGEN_VERSION, __DATE__, __TIME__,
+                jir_build_stamp(), (int)tiering);
+        kir_print(prog, kf);
+        fclose(kf);
+        free(dir);
+    }
+
+    /* kernels called from forward, backward or loss (not only from init) */
+    bool *hot_calls = xcalloc((size_t)prog->nfuncs + 1, sizeof *hot_calls);
+    for (int e = 0; e < KE_COUNT; e++)
+        for (int s = 0; s < prog->entry[e].nsteps; s++) {
+            int f = prog->entry[e].steps[s].func;
+            if (e != KE_INIT && f >= 0 && f < prog->nfuncs) hot_calls[f] = true;
+        }
+    int nu = prog->nfuncs + KE_COUNT + 1;
+    JitUnit *units = xcalloc((size_t)nu, sizeof *units);
+    FuncArg *args = xcalloc((size_t)nu, sizeof *args);
+    int calls = 0;
+    for (int i = 0; i < prog->nfuncs; i++) {
+        const KirFunc *fn = &prog->funcs[i];
+        args[i] = (FuncArg){prog, i, 0};
+        units[i] = (JitUnit){fn->name, build_kir_unit, &args[i], kernel_tier(prog, i, hot_calls, tiering)};
+        calls += fn->ncalls;
+    }
+    free(hot_calls);
+    for (int e = 0; e <= KE_COUNT; e++) {
+        int u = prog->nfuncs + e;
+        args[u] = (FuncArg){prog, -1, e};
+        units[u] = (JitUnit){e < KE_COUNT ? entry_names[e] : "pxc_arena_bytes", build_kir_unit, &args[u],
+                             JIT_TIER_COLD};
+    }
+
+    pxc_model *m = NULL;
+    bool ok = jit_compile_units(j, units, nu, key, keylen, dl);
+    free(key);
+    free(units);
+    free(args);
+    void *fp[KE_COUNT + 1] = {0};
+    for (int k = 0; k < KE_COUNT && ok; k++) ok = (fp[k] = jit_lookup(j, entry_names[k], dl)) != NULL;
+    if (ok) ok = (fp[KE_COUNT] = jit_lookup(j, "pxc_arena_bytes", dl)) != NULL;
+    if (!ok) {
+        jit_free(j);
+        return NULL;
+    }
+    m = xcalloc(1, sizeof *m);
+    ModelImpl *impl = xcalloc(1, sizeof *impl);
+    impl->jit = j;
+    impl->timings = *jit_timings(j);
+    impl->timings.kernels = calls;
+    impl->timings.kernels_unique = prog->nfuncs;
+    impl->params = xcalloc((size_t)(prog->nparams_tensors + 1), sizeof *impl->params);
+    impl->names = xcalloc((size_t)(prog->nparams_tensors + 1), sizeof *impl->names);
+    for (int i = 0; i < prog->nparams_tensors; i++) {
+        const KirTensor *t = &prog->params[i];
+        impl->names[i] = xstrdup(t->name);
+        impl->params[i].name = impl->names[i];
+        impl->params[i].rank = t->rank;
+        memcpy(impl->params[i].shape, t->shape, sizeof t->shape);
+        impl->params[i].offset = t->offset;
+        impl->params[i].numel = t->numel;
+    }
+    impl->nnames = prog->nparams_tensors;
+    m->abi_version = PXC_ABI_VERSION;
+    m->height = prog->height;
+    m->width = prog->width;
+    m->channels = prog->channels;
+    m->classes = prog->classes;
+    m->head = prog->head;
+    m->nr_mix = prog->nr_mix;
+    m->out_channels = prog->out_channels;
+    m->nparams = prog->nparams;
+    m->nparam_tensors = prog->nparams_tensors;
+    m->params = impl->params;
+    m->arena_bytes = (size_t (*)(int))fp[KE_COUNT];
+    m->forward = (double (*)(const float *, const float *, const int32_t *, int, uint64_t, int, void *, float *,
+                             float *))fp[KE_FORWARD];
+    m->backward = (void (*)(const float *, const float *, const int32_t *, int, void *, float *))fp[KE_BACKWARD];
+    m->loss = (double (*)(const float *, const float *, int, float *, float *))fp[KE_LOSS];
+    m->init = (void (*)(float *, const float *, const int32_t *, int, void *))fp[KE_INIT];
+    m->release = model_release;
+    m->impl = impl;
+    return m;
+}

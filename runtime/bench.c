@@ -1,0 +1,98 @@
+/* bench.c — sgemm peak on the model's shapes, peak RSS; see bench.h. */
+#include "bench.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "base/base.h"
+
+int rt_gemm_shapes(const Graph *g, int batch, RtGemmShape **out) {
+    RtGemmShape *s = NULL;
+    int n = 0, cap = 0;
+    int end = g->nfwd ? g->nfwd : g->n;
+    for (int i = 0; i < end; i++) {
+        const Node *nd = &g->nodes[i];
+        const Shape *x = nd->nin ? &g->nodes[nd->in[0]].shape : NULL;
+        RtGemmShape cur = {0, 0, 0, 1};
+        if (nd->op == IR_CONV2D) {
+            cur.m = (int64_t)batch * nd->shape.d[0] * nd->shape.d[1];
+            cur.n = nd->shape.d[2];
+            cur.k = (int64_t)nd->a.kh * nd->a.kw * x->d[2];
+        } else if (nd->op == IR_DECONV2D) {
+            cur.m = (int64_t)batch * x->d[0] * x->d[1];
+            cur.n = (int64_t)nd->a.kh * nd->a.kw * nd->shape.d[2];
+            cur.k = x->d[2];
+        } else {
+            continue;
+        }
+        int j = 0;
+        while (j < n && !(s[j].m == cur.m && s[j].n == cur.n && s[j].k == cur.k)) j++;
+        if (j < n) s[j].count++;
+        else VEC_PUSH(s, n, cap, cur);
+    }
+    *out = s;
+    return n;
+}
+
+typedef struct Part {
+    const float *a, *b;
+    float *c;
+    int64_t m, n, k;
+} Part;
+
+static void *run_part(void *arg) {
+    Part *p = arg;
+    if (p->m > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->m, (int)p->n, (int)p->k, 1.0f, p->a, (int)p->k,
+                    p->b, (int)p->n, 0.0f, p->c, (int)p->n);
+    return NULL;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double rt_sgemm_peak(const RtGemmShape *s, int n, int threads, int reps) {
+    if (threads < 1) threads = 1;
+    if (threads > 8) threads = 8;
+    openblas_set_num_threads(1);
+    double flops = 0, secs = 0;
+    for (int i = 0; i < n; i++) {
+        size_t na = (size_t)(s[i].m * s[i].k), nb = (size_t)(s[i].k * s[i].n), nc = (size_t)(s[i].m * s[i].n);
+        float *a = xmalloc(na * sizeof(float)), *b = xmalloc(nb * sizeof(float)), *c = xmalloc(nc * sizeof(float));
+        for (size_t q = 0; q < na; q++) a[q] = (float)((q * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        for (size_t q = 0; q < nb; q++) b[q] = (float)((q * 40503u) % 1000) * 1e-3f - 0.5f;
+        double best = 1e30;
+        for (int r = 0; r < reps; r++) {
+            Part parts[8];
+            pthread_t th[8];
+            double t0 = now_s();
+            int64_t chunk = (s[i].m + threads - 1) / threads;
+            for (int t = 0; t < threads; t++) {
+                int64_t m0 = t * chunk, m1 = m0 + chunk > s[i].m ? s[i].m : m0 + chunk;
+                parts[t] = (Part){a + m0 * s[i].k, b, c + m0 * s[i].n, m1 > m0 ? m1 - m0 : 0, s[i].n, s[i].k};
+                if (t) pthread_create(&th[t], NULL, run_part, &parts[t]);
+            }
+            run_part(&parts[0]);
+            for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
+            double dt = now_s() - t0;
+            if (dt < best) best = dt;
+        }
+        flops += 2.0 * (double)s[i].m * (double)s[i].n * (double)s[i].k * s[i].count;
+        secs += best * s[i].count;
+        free(a), free(b), free(c);
+    }
+    return secs > 0 ? flops / secs / 1e9 : 0;
+}
+
+size_t rt_peak_rss_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024;
+}
