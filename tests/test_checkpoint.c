@@ -26,18 +26,13 @@
 
 static char tmpdir[256];
 
-static int rm_entry(const char *p, const struct stat *s, int flag, struct FTW *f) {
-    (void)s, (void)flag, (void)f;
-    return remove(p);
-}
 static int setup(void **state) {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/pxc_test_ckpt_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return tu_mkdtemp(tmpdir, sizeof tmpdir, "pxc_test_ckpt_");
 }
 static int teardown(void **state) {
     (void)state;
-    return nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return tu_rmtree(tmpdir);
 }
 
 /* A three-tensor model: a [2,3,1,4] conv v, its g [4], and an hw [3,2]. */

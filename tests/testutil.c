@@ -1,5 +1,9 @@
 /* testutil.c — see testutil.h. */
+#define _GNU_SOURCE
 #include "testutil.h"
+
+#include <ftw.h>
+#include <sys/stat.h>
 
 #include <math.h>
 #include <stdio.h>
@@ -68,3 +72,15 @@ double tu_max_rel_to_max(const float *a, const float *b, size_t n, size_t *worst
     if (worst) *worst = w;
     return mx > 0 ? md / mx : md;
 }
+
+int tu_mkdtemp(char *buf, size_t n, const char *prefix) {
+    snprintf(buf, n, "/tmp/%sXXXXXX", prefix);
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+static int rm_entry(const char *p, const struct stat *s, int flag, struct FTW *f) {
+    (void)s, (void)flag, (void)f;
+    return remove(p);
+}
+
+int tu_rmtree(const char *dir) { return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }

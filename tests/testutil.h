@@ -22,6 +22,10 @@ void *tu_read_file(const char *path, size_t *n);
 float *tu_read_f32(const char *path, size_t count);
 /* max |a-b| / max(|b|, floor) over the arrays; *worst receives the index. */
 double tu_max_rel_to_max(const float *a, const float *b, size_t n, size_t *worst);
+/* A fresh directory /tmp/<prefix>XXXXXX, its path in buf; 0 or -1. */
+int tu_mkdtemp(char *buf, size_t n, const char *prefix);
+/* Remove a directory and everything below it; 0 or -1. */
+int tu_rmtree(const char *dir);
 /* The path join of dir and name (static buffer rotation of 8). */
 const char *tu_path(const char *dir, const char *name);
 
