@@ -14,6 +14,9 @@
  * the model's H, W, C. Labels (conditional models only): an IDX file of
  * unsigned bytes (0x00000801) or one raw byte per image.
  *
+ * It reaches the model through the fixed names model.h defines
+ * (PXC_EMITTED_MODEL, PXC_EMITTED_WEIGHTS), whatever the model is called.
+ *
  * Prints "<b> bits/dim over <N> images (<nats> nats)": the negative
  * log-likelihood in nats summed over the images, divided by
  * ln 2 * N * H * W * C.
@@ -90,7 +93,7 @@ bad:
 }
 
 int main(int argc, char **argv) {
-    const pxc_model *m = &model;
+    const pxc_model *m = &PXC_EMITTED_MODEL;
     if (argc < 3) {
         fprintf(stderr, "usage: bpd WEIGHTS IMAGES [LABELS] [MAX_IMAGES]\n");
         return 2;
@@ -107,7 +110,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const float *params;
-    int rc = model_weights(wbuf, wlen, &params);
+    int rc = PXC_EMITTED_WEIGHTS(wbuf, wlen, &params);
     if (rc != 0) {
         fprintf(stderr, "bpd: %s: %s\n", argv[1],
                 rc == -1 ? "not a pxc weights file" : rc == -2 ? "weights of another format version (re-run pxc emit)"

@@ -7,7 +7,6 @@
  *   - against the reference backend (runtime/ref, double) with dropout 0.5
  *     in training mode, class conditioning, data-dependent init, the
  *     likelihood entry alone and evaluation mode (test_emitc_util.h);
- *   - the 256-way softmax head of the paper's ablation, likewise;
  *   - its parallel-for hook (two threads) against the serial run;
  *   - its ABI declaration against runtime/pxc_model.h, and its weights-file
  *     check on good and damaged files.
@@ -37,18 +36,6 @@ static void test_no_cblas(void **state) {
     EmNet e;
     em_build(&e, "pixelcnnpp_cifar10", sets, 8, "-DPXC_NO_CBLAS");
     em_compare_with_ref(&e, 2, true, 5);
-    em_free(&e);
-}
-
-/* The paper's ablation: a 256-way softmax per sub-pixel instead of the mixture. */
-static void test_softmax_head(void **state) {
-    (void)state;
-    const char *sets[] = {"nr_resnet=1", "nr_filters=8", "height=8", "width=8", "channels=3", "classes=0", "dropout=0.5"};
-    EmNet e;
-    em_build(&e, "ablations/softmax256", sets, 7, NULL);
-    assert_int_equal(e.m.model->head, PXC_HEAD_SOFTMAX256);
-    assert_int_equal(e.m.model->out_channels, 3 * 256);
-    em_compare_with_ref(&e, 2, false, 31);
     em_free(&e);
 }
 
@@ -175,7 +162,6 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dropout_conditional),
         cmocka_unit_test(test_no_cblas),
-        cmocka_unit_test(test_softmax_head),
         cmocka_unit_test(test_parallel_hook),
         cmocka_unit_test(test_abi_and_weights),
     };

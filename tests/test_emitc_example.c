@@ -35,7 +35,7 @@ static void test_bpd_program(void **state) {
     (void)state;
     const char *sets[] = {"nr_resnet=1", "nr_filters=8", "nr_mix=3", "height=8", "width=8", "channels=1", "classes=3", "dropout=0.5"};
     EmNet e;
-    em_emit(&e, "pixelcnnpp_cifar10", sets, 8);
+    em_emit(&e, "pixelcnnpp_cifar10", sets, 8, "tiny_mnist");   /* bpd.c works with any instance name */
     const Graph *g = &e.g;
     enum { N = 21 };   /* one full batch of 16 and a partial one */
     int64_t np = e.pl.total, per = (int64_t)g->H * g->W * g->C;

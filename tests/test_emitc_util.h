@@ -25,9 +25,10 @@ typedef struct EmNet {
     char dir[64];
 } EmNet;
 
-/* Compile models/<model>.yaml with sets, differentiate, lower; make a
- * fresh temporary directory. Fails the test on any error. */
-static inline void em_prepare(EmNet *e, const char *model, const char *const *sets, int nsets) {
+/* Compile models/<model>.yaml with sets, differentiate, lower (the emitted
+ * instance named `name`, NULL: "model"); make a fresh temporary directory.
+ * Fails the test on any error. */
+static inline void em_prepare_named(EmNet *e, const char *model, const char *const *sets, int nsets, const char *name) {
     memset(e, 0, sizeof *e);
     diag_init(&e->dl);
     char path[4096];
@@ -40,7 +41,10 @@ static inline void em_prepare(EmNet *e, const char *model, const char *const *se
         diag_print(&e->dl, stderr, false);
         fail_msg("autodiff failed");
     }
-    e->p = kir_lower(&e->g, NULL, &e->dl);
+    KirOptions o;
+    memset(&o, 0, sizeof o);
+    o.name = name;
+    e->p = kir_lower(&e->g, &o, &e->dl);
     if (!e->p) {
         diag_print(&e->dl, stderr, false);
         fail_msg("kir_lower failed");
@@ -48,6 +52,10 @@ static inline void em_prepare(EmNet *e, const char *model, const char *const *se
     e->pl = ir_param_layout(&e->g);
     snprintf(e->dir, sizeof e->dir, "/tmp/pxc_emitc_XXXXXX");
     if (!mkdtemp(e->dir)) fail_msg("mkdtemp failed");
+}
+
+static inline void em_prepare(EmNet *e, const char *model, const char *const *sets, int nsets) {
+    em_prepare_named(e, model, sets, nsets, NULL);
 }
 
 /* em_prepare, then emit into the directory, build (cc ... extra_cflags) and load. */
@@ -58,9 +66,9 @@ static inline void em_build(EmNet *e, const char *model, const char *const *sets
         fail_msg("emitted C does not build or load:\n%s", err);
 }
 
-/* em_prepare, then write model.h and model.c into the directory. */
-static inline void em_emit(EmNet *e, const char *model, const char *const *sets, int nsets) {
-    em_prepare(e, model, sets, nsets);
+/* em_prepare_named, then write model.h and model.c into the directory. */
+static inline void em_emit(EmNet *e, const char *model, const char *const *sets, int nsets, const char *name) {
+    em_prepare_named(e, model, sets, nsets, name);
     char hp[128], cp[128];
     snprintf(hp, sizeof hp, "%s/model.h", e->dir);
     snprintf(cp, sizeof cp, "%s/model.c", e->dir);
@@ -147,7 +155,7 @@ static inline void em_images(TRng *r, float *x, double *xd, int64_t n) {
 }
 
 /* The emitted model against the reference backend on n random images:
- * data-dependent init (g and b within 1e-4 relative), then a training step
+ * data-dependent init (every g and b within 1e-4 of its tensor's max), then a training step
  * (seed 7) with parameters moved off their initial values: loss within
  * 1e-5 relative, l and nll within 1e-5 of their max, every gradient tensor
  * within 1e-4 of its max; the likelihood entry alone; evaluation mode. */
@@ -176,9 +184,12 @@ static inline void em_compare_with_ref(EmNet *e, int n, bool conditional, uint64
     ref_init(ex, pd, xd, labels);
     pm->init(pf, xf, labels, n, ar.p);
     em_arena_check(&ar);
-    for (int64_t i = 0; i < np; i++) {
-        double d = fabs(pf[i] - pd[i]) / (fabs(pd[i]) + 1e-3);
-        if (!(d <= 1e-4)) fail_msg("init: parameter %lld is %.9g, the reference gives %.9g", (long long)i, pf[i], pd[i]);
+    for (int k = 0; k < e->pl.n; k++) {   /* every g and b within 1e-4 of its tensor's max */
+        int64_t w, off = e->pl.p[k].offset;
+        double rel = em_rel(pf + off, pd + off, e->pl.p[k].numel, &w);
+        if (!(rel <= 1e-4))
+            fail_msg("init: %s off by %.3g of its max (element %lld: %.9g, reference %.9g)", e->pl.p[k].name, rel,
+                     (long long)w, pf[off + w], pd[off + w]);
     }
     for (int64_t i = 0; i < np; i++) {
         pf[i] = (float)(pd[i] * (1 + 0.05 * trng_normal(&r)) + 0.01 * trng_normal(&r));

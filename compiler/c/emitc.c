@@ -807,6 +807,9 @@ static void c_header(Emit *E, FILE *h, const EmitcOptions *o) {
     }
     fputs(" */\n", h);
     fprintf(h, "extern pxc_model %s;\n\n", p->name);
+    fprintf(h, "/* The same under fixed names, for programs that work with any emitted model. */\n");
+    fprintf(h, "#define PXC_EMITTED_MODEL %s\n#define PXC_EMITTED_WEIGHTS %s_weights\n"
+               "#define PXC_EMITTED_PARALLEL_FOR %s_parallel_for\n\n", p->name, p->name, p->name);
     fprintf(h, "/* Optional: split [begin,end) over threads, run body on each piece, return when all are done. */\n");
     fprintf(h, "extern void (*%s_parallel_for)(void (*body)(void *ctx, int64_t begin, int64_t end), void *ctx,\n"
                "                                int64_t begin, int64_t end);\n\n", p->name);
@@ -911,12 +914,11 @@ int emitc_build_and_load(const KirProgram *p, const char *dir, const char *extra
         snprintf(err, errlen, "writing %s failed", cp);
         goto done;
     }
-    const char *cc = getenv("CC");
+    const char *cc = getenv("CC"), *bcf = getenv("PXC_CBLAS_CFLAGS"), *bl = getenv("PXC_CBLAS_LIBS");
     bool noblas = extra_cflags && strstr(extra_cflags, "PXC_NO_CBLAS");
-    char *cmd = xasprintf("%s -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC %s %s -I/usr/include/openblas "
-                          "-o %s %s -lm > %s 2>&1",
-                          cc && *cc ? cc : "cc", extra_cflags ? extra_cflags : "", cp, so,
-                          noblas ? "" : "-lopenblas", logp);
+    char *cmd = xasprintf("%s -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC %s %s %s -o %s %s -lm > %s 2>&1",
+                          cc && *cc ? cc : "cc", extra_cflags ? extra_cflags : "", noblas || !bcf ? "" : bcf, cp, so,
+                          noblas ? "" : bl ? bl : "-lopenblas", logp);
     int st = system(cmd);
     free(cmd);
     if (st != 0) {

@@ -62,8 +62,9 @@ typedef struct EmitcModule {
 } EmitcModule;
 
 /* Emit p into dir (model.h, model.c), compile it with
- *     cc -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC <extra_cflags> model.c -o model.so [-lopenblas] -lm
- * (no BLAS library when extra_cflags defines PXC_NO_CBLAS) and load it.
+ *     $CC -std=c11 -O2 -Wall -Wextra -Werror -shared -fPIC <extra_cflags> $PXC_CBLAS_CFLAGS model.c
+ *         -o model.so ${PXC_CBLAS_LIBS:--lopenblas} -lm
+ * ($CC defaults to cc; no BLAS flags when extra_cflags defines PXC_NO_CBLAS) and load it.
  * Returns 0, or -1 with the compiler's output or the loader's error in err. */
 int emitc_build_and_load(const KirProgram *p, const char *dir, const char *extra_cflags, EmitcModule *out,
                          char *err, size_t errlen);

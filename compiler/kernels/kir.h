@@ -12,7 +12,8 @@
  *                arena) with an offset and a size linear in the batch n
  *     funcs[]    kernels: deduplicated functions
  *                    void f(int64_t n, uint64_t seed, T0 *p0, T1 *p1, ...)
- *                whose body is a list of statements (loop nests, GEMMs)
+ *                whose body is a list of statements (loop nests, GEMMs,
+ *                and the odd plain store or local assignment)
  *     entry[4]   forward / backward / loss / init (runtime/pxc_model.h):
  *                each a list of steps "call funcs[f] with bufs[a0], bufs[a1]..."
  *
@@ -30,7 +31,10 @@
  *
  *   backward reads its seed from bufs[seed_buf] (written by the forward it
  *   follows); loss and init pass seed 0. The address of buffer b is
- *   (char *)<base pointer of b.base> + b.off0 + b.off_n * n.
+ *   (char *)<base pointer of b.base> + b.off0 + b.off_n * n. In the loss
+ *   entry KB_OUT is its argument l, and its steps are guarded on whether dl
+ *   and nll are NULL (it has no arena; its scratch is KB_STACK). A kernel may
+ *   read and write one buffer through one (out) param, element by element.
  *
  * ---- Kernels -------------------------------------------------------------------
  *

@@ -172,6 +172,8 @@ static int kb_arg(KB *kb, int buf, bool out, const char *name) {
 }
 
 static int kb_local(KB *kb, KirType t, int len) { return kir_func_local(kb->L->p, kb->fn, t, len); }
+/* An array local (kir.h: length 1 means a scalar, so arrays have at least 2). */
+static int kb_array(KB *kb, KirType t, int len) { return kb_local(kb, t, len < 2 ? 2 : len); }
 
 /* A scalar local set to e (a named temporary): returns its read. */
 static KirExpr *kb_let(KB *kb, KirStmt *into, KirExpr *e) {
@@ -582,12 +584,14 @@ typedef struct PackGeo {
 typedef struct PackCtx {
     int src, col;
     PackGeo g;
+    int for_node;   /* the GEMM node it feeds (provenance) */
 } PackCtx;
 
 static void build_pack(KB *kb, void *vctx) {
     PackCtx *pc = vctx;
     Lower *L = kb->L;
     const PackGeo *g = &pc->g;
+    if (pc->for_node >= 0) kb_note(kb, pc->for_node);
     int64_t C = chans(L, pc->src), K = (int64_t)g->kh * g->kw * C;
     KirExpr *r;
     KirStmt *lj = pixel_loops(kb, g->Ho, g->Wo, &r);
@@ -638,20 +642,20 @@ static bool has_dropout(const Lower *L, int node) {
 }
 
 /* The pack of src with geometry g (cached within the entry). */
-static int pack(Lower *L, int src, const PackGeo *g, const char *note) {
+static int pack(Lower *L, int src, const PackGeo *g, int for_node, const char *note) {
     for (int i = 0; i < L->npack; i++)
         if (L->pack_key_node[i] == src && geo_eq((const PackGeo *)&L->pack_key_geo[i * 9], g)) return L->pack_buf[i];
     int64_t C = chans(L, src);
     char what[96];
     snprintf(what, sizeof what, "pack %dx%d/%d", g->kh, g->kw, g->S);
     int col = new_arena_buf(L, what, src, 4LL * g->Ho * g->Wo * g->kh * g->kw * C, true);
-    PackCtx pc = {src, col, *g};
+    PackCtx pc = {src, col, *g, for_node};
     NodeVal saved = L->val[src];
     if (g->kh * g->kw > 1 && has_dropout(L, src)) {
         /* a pack repeats each input element kh*kw times: compute a dropout
          * (a hash per element) once into a scratch buffer, then copy */
         int tmp = new_arena_buf(L, "before packing", src, 4 * numel(L, src), true);
-        PwCtx pw = {src, tmp};
+        PwCtx pw = {src, tmp};   /* (build_pointwise notes src and what it inlines) */
         emit_kernel(L, "ew", build_pointwise, &pw, note);
         L->val[src].kind = NV_BUF;
         L->val[src].buf = tmp;
@@ -672,11 +676,11 @@ static int pack(Lower *L, int src, const PackGeo *g, const char *note) {
 }
 
 /* src as a dense [n*H*W, C] matrix: its buffer, or a 1x1 pack. */
-static int dense(Lower *L, int src, const char *note) {
+static int dense(Lower *L, int src, int for_node, const char *note) {
     if (L->val[src].kind == NV_BUF) return L->val[src].buf;
     const Shape *s = &ND(L, src)->shape;
     PackGeo g = {(int)s->d[0], (int)s->d[1], 1, 1, 1, 0, 0, (int)s->d[0], (int)s->d[1]};
-    return pack(L, src, &g, note);
+    return pack(L, src, &g, for_node, note);
 }
 
 /* ---- GEMM kernels ------------------------------------------------------------------------------ */
@@ -788,7 +792,15 @@ static void build_gather(KB *kb, void *vctx) {
 
 /* ---- the value of a weight (PARAM or WNORM output) ------------------------------------------------ */
 
+static void emit_wnorm(Lower *L, int i, const char *note);
+
 static int weight_buf(Lower *L, int w, int user) {
+    if (L->val[w].kind == NV_NONE && ND(L, w)->op == IR_WNORM) {
+        /* backward recomputes a normalised weight where it needs it (a
+         * parameter-sized pass) rather than keep every w from forward */
+        char note[512];
+        emit_wnorm(L, w, node_where(L, w, note, sizeof note));
+    }
     if (L->val[w].kind != NV_BUF || ND(L, w)->shape.batched) {
         diag_error(L->dl, ND(L, user)->loc, "%s: its weight must be a parameter or a weight-normalised parameter",
                    ir_op(ND(L, user)->op)->name);
@@ -993,8 +1005,8 @@ static void build_dmol(KB *kb, void *vctx) {
     int nlla = c->nll >= 0 ? kb_arg(kb, c->nll, true, "nll") : -1;
     int dla = c->dl >= 0 ? kb_arg(kb, c->dl, true, "dl") : -1;
     int parta = kb_arg(kb, c->part, true, "part");
-    int lp = kb_local(kb, KT_F32, M);                 /* log pi_k + sum_c log P_ck */
-    int dmu = kb_local(kb, KT_F32, M * C), dls = kb_local(kb, KT_F32, M * C);  /* d lp_ck / d mu_ck, / d raw s_ck */
+    int lp = kb_array(kb, KT_F32, M);                 /* log pi_k + sum_c log P_ck */
+    int dmu = kb_array(kb, KT_F32, M * C), dls = kb_array(kb, KT_F32, M * C);  /* d lp_ck / d mu_ck, / d raw s_ck */
     int acc = kb_local(kb, KT_F64, 1), mx = kb_local(kb, KT_F32, 1), sm = kb_local(kb, KT_F32, 1);
 
     /* chunks of pixels in parallel: t in [0, NCHUNK): p in [t*NP/NCHUNK, (t+1)*NP/NCHUNK) */
@@ -1336,7 +1348,7 @@ static void emit_conv(Lower *L, int i, const char *note) {
         A = L->val[x].buf, lda = C;
     } else {
         PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1]};
-        A = pack(L, x, &g, note), lda = K2;
+        A = pack(L, x, &g, i, note), lda = K2;
     }
     bool to_out = L->entry == KE_FORWARD && i == L->g->out;
     /* conv + conv summed and read nowhere else (a gated resnet's conv1 + nin):
@@ -1390,7 +1402,7 @@ static void emit_deconv(Lower *L, int i, const char *note) {
     int wb = weight_buf(L, nd->in[1], i);
     if (wb < 0) return;
     bool init = L->entry == KE_INIT && is_init_layer(L, i);
-    int A = dense(L, x, note);
+    int A = dense(L, x, i, note);
     int col = new_arena_buf(L, "columns", i, 4 * H * W * K2, true);
     GemmCtx gc = gemm_ctx(A, wb, col, i);
     gc.tb = true, gc.m_per_image = H * W, gc.N = K2, gc.K_const = C, gc.lda = C, gc.ldb = C, gc.ldc = K2;
@@ -1413,7 +1425,7 @@ static void emit_conv_dx(Lower *L, int i, const char *note) {
     int64_t H = nd->shape.d[0], W = nd->shape.d[1], C = nd->shape.d[2], K2 = (int64_t)a->kh * a->kw * C;
     int wb = weight_buf(L, nd->in[1], i);
     if (wb < 0) return;
-    int D = dense(L, dy, note);
+    int D = dense(L, dy, i, note);
     int out = value_buf(L, i, NULL);
     if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a)) {
         GemmCtx gc = gemm_ctx(D, wb, out, i);
@@ -1443,9 +1455,9 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
         A = L->val[x].buf;
     } else {
         PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1]};
-        A = pack(L, x, &g, note);
+        A = pack(L, x, &g, i, note);
     }
-    int D = dense(L, dy, note);
+    int D = dense(L, dy, i, note);
     int out = value_buf(L, i, NULL);
     GemmCtx gc = gemm_ctx(A, D, out, i);
     gc.ta = true, gc.m_const = K2, gc.N = O, gc.K_per_image = Ho * Wo, gc.lda = K2, gc.ldb = O, gc.ldc = O;
@@ -1458,7 +1470,7 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
 static int deconv_dy_pack(Lower *L, int i, int dy, int64_t H, int64_t W, const char *note) {
     const Attrs *a = &ND(L, i)->a;
     PackGeo g = {(int)H, (int)W, a->kh, a->kw, 2, 0, a->crop_l, (int)(2 * H), (int)(2 * W)};
-    return pack(L, dy, &g, note);
+    return pack(L, dy, &g, i, note);
 }
 
 static void emit_deconv_dx(Lower *L, int i, const char *note) {
@@ -1486,7 +1498,7 @@ static void emit_deconv_dw(Lower *L, int i, const char *note) {
     int64_t H = xs->d[0], W = xs->d[1], C = xs->d[2], O = ND(L, dy)->shape.d[2];
     int64_t K2 = (int64_t)a->kh * a->kw * O;
     int col = deconv_dy_pack(L, i, dy, H, W, note);
-    int B = dense(L, x, note);
+    int B = dense(L, x, i, note);
     int out = value_buf(L, i, NULL);
     GemmCtx gc = gemm_ctx(col, B, out, i);
     gc.ta = true, gc.m_const = K2, gc.N = C, gc.K_per_image = H * W, gc.lda = K2, gc.ldb = C, gc.ldc = C;
@@ -1679,6 +1691,8 @@ static void lower_backward(Lower *L) {
     L->guard = kir_always();
     L->npack = 0;
     const Graph *g = L->g;
+    for (int i = 0; i < g->nfwd; i++)   /* recomputed on demand (weight_buf) */
+        if (ND(L, i)->op == IR_WNORM && L->val[i].kind == NV_BUF) L->val[i].kind = NV_NONE;
     for (int i = g->nfwd; i < g->n && !L->failed; i++)
         if (L->fp.kind[i] == FK_MAT) emit_node(L, i);
     /* parameters without a gradient node get zeros */

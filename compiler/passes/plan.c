@@ -101,6 +101,10 @@ void plan_arena(KirProgram *p, bool reuse) {
     for (int k = 0; k < 3; k++)
         if (pinned[k] >= 0) f1[pinned[k]] = 0, l1[pinned[k]] = total1 > 0 ? total1 - 1 : 0;
 
+    for (int b = 0; b < nb; b++)
+        if (p->bufs[b].base == KB_ARENA && f1[b] >= 0 && f2[b] >= 0)
+            pxc_bug("arena buffer b%d (%s) is used by both the training step and init", b, p->bufs[b].name);
+
     Item *items = xmalloc((size_t)(nb ? nb : 1) * sizeof *items);
     int64_t peak_c[2] = {0, 0}, peak_n[2] = {0, 0};
     p->naive0 = p->naive_n = 0;
