@@ -9,7 +9,9 @@
  * reports medians, images/s, the training FLOP/s (3 × forward FLOPs per
  * image × images/s), that figure as a fraction of the sgemm throughput this
  * machine reaches on the model's own GEMM shapes (measured here, M split over
- * two threads as pxc runs them), the arena size and the peak RSS.
+ * two threads as pxc runs them), the arena size, the peak RSS and, on the
+ * JIT, where the measured steps' time goes by kernel kind (GEMM, packing,
+ * fused element-wise, weight norm, loss; the optimiser is timed here).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include "cmds.h"
 #include "data.h"
 #include "fileio.h"
+#include "llvm/jit.h"
 #include "optim.h"
 #include "params_init.h"
 #include "spec/spec.h"
@@ -220,7 +223,9 @@ int cmd_bench(int argc, char **argv) {
     double *tf = xcalloc((size_t)total, sizeof(double)), *tb = xcalloc((size_t)total, sizeof(double));
     double *to = xcalloc((size_t)total, sizeof(double)), *ts = xcalloc((size_t)total, sizeof(double));
     double first_loss = NAN;
+    bool split = chosen == RT_BACKEND_JIT;
     for (int s = 0; s < total; s++) {
+        if (split && s == warmup) jit_rt_profile(true);   /* the measured steps only */
         uint64_t sd = rt_step_seed((uint64_t)seed, s + 1);
         double a = now_s();
         double loss = m->forward(params, x, lab, (int)batch, sd, 1, arena, NULL, NULL);
@@ -236,6 +241,14 @@ int cmd_bench(int argc, char **argv) {
         }
         tf[s] = b - a, tb[s] = c - b, to[s] = d - c, ts[s] = d - a;
     }
+    double kind_s[JIT_KIND_COUNT] = {0};
+    int64_t kind_calls[JIT_KIND_COUNT] = {0};
+    if (split) {
+        jit_rt_prof_read(kind_s, kind_calls);
+        jit_rt_profile(false);
+    }
+    double opt_mean = 0, step_mean = 0;
+    for (int s = (int)warmup; s < total; s++) opt_mean += to[s] / (double)steps, step_mean += ts[s] / (double)steps;
     if (rc == 0) {
         double step = median(ts + warmup, (int)steps), fwd = median(tf + warmup, (int)steps);
         double bwd = median(tb + warmup, (int)steps), opt = median(to + warmup, (int)steps);
@@ -269,6 +282,22 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)rss);
             cJSON_AddNumberToObject(o, "first_step_loss_nats", first_loss);
             cJSON_AddNumberToObject(o, "first_step_bits_per_dim", first_loss / (log(2.0) * (double)nx));
+            if (split) {
+                /* mean seconds per measured step by kernel kind (the optimiser is Adam, timed here) */
+                cJSON *sp = cJSON_AddObjectToObject(o, "split_ms_per_step");
+                double att = opt_mean;
+                for (int k = 0; k < JIT_KIND_COUNT; k++) {
+                    cJSON_AddNumberToObject(sp, jit_kernel_kind_name((JitKernelKind)k), 1e3 * kind_s[k] / (double)steps);
+                    att += kind_s[k] / (double)steps;
+                }
+                cJSON_AddNumberToObject(sp, "optimiser", 1e3 * opt_mean);
+                cJSON_AddNumberToObject(sp, "unattributed", 1e3 * (step_mean - att));
+                cJSON_AddNumberToObject(sp, "step_mean", 1e3 * step_mean);
+                cJSON_AddNumberToObject(o, "kernel_calls_per_step", 0);
+                double calls = 0;
+                for (int k = 0; k < JIT_KIND_COUNT; k++) calls += (double)kind_calls[k] / (double)steps;
+                cJSON_SetNumberValue(cJSON_GetObjectItem(o, "kernel_calls_per_step"), calls);
+            }
             if (!isnan(rel)) {
                 cJSON_AddNumberToObject(o, "check_images", (double)ncheck);
                 cJSON_AddNumberToObject(o, "check_loss_nats", our_loss);
@@ -291,6 +320,19 @@ int cmd_bench(int argc, char **argv) {
             printf("  arena         %9.1f MiB for batch %ld\n", (double)arena_bytes / 1048576.0, batch);
             printf("  peak RSS      %9.1f MiB\n", (double)rss / 1048576.0);
             printf("  compile       %9.2f s\n", compile_s);
+            if (split) {
+                printf("  time split (mean ms per measured step, %% of its %.2f ms):\n", 1e3 * step_mean);
+                double att = opt_mean;
+                for (int k = 0; k < JIT_KIND_COUNT; k++) {
+                    double ms = 1e3 * kind_s[k] / (double)steps;
+                    att += kind_s[k] / (double)steps;
+                    printf("    %-12s %9.2f ms  %5.1f%%  (%.0f kernel calls)\n", jit_kernel_kind_name((JitKernelKind)k),
+                           ms, 100 * ms / (1e3 * step_mean), (double)kind_calls[k] / (double)steps);
+                }
+                printf("    %-12s %9.2f ms  %5.1f%%\n", "optimiser", 1e3 * opt_mean, 100 * opt_mean / step_mean);
+                printf("    %-12s %9.2f ms  %5.1f%%\n", "unattributed", 1e3 * (step_mean - att),
+                       100 * (step_mean - att) / step_mean);
+            }
         }
     }
     free(tf), free(tb), free(to), free(ts);

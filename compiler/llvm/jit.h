@@ -192,6 +192,28 @@ typedef void (*JitRtBody)(void *ctx, int64_t lo, int64_t hi);
 void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align);
 /* Threads jit_rt_parallel_for uses (2). */
 int jit_rt_threads(void);
+/* The opt-in time split by kernel kind. Every step of a JIT entry calls
+ * jit_rt_prof_begin before its kernel and jit_rt_prof_end(kind, t0) after;
+ * both return at once while profiling is off (the default), so the split
+ * costs two calls per step. jit_rt_profile(true) zeroes the totals and turns
+ * it on; jit_rt_prof_read copies the seconds and calls per kind. A kernel's
+ * kind comes from its name (kernel IR: k<i>_<stem>), jit_kernel_kind. */
+typedef enum JitKernelKind {
+    JIT_KIND_GEMM,      /* cblas_sgemm */
+    JIT_KIND_PACK,      /* im2col packing and col2im */
+    JIT_KIND_EW,        /* fused element-wise loops, bias/gain reductions, fills */
+    JIT_KIND_WNORM,     /* weight normalisation and its gradient */
+    JIT_KIND_LOSS,      /* the mixture likelihood, its gradient, the sum */
+    JIT_KIND_OTHER,     /* init and anything else */
+    JIT_KIND_COUNT
+} JitKernelKind;
+JitKernelKind jit_kernel_kind(const char *kernel_name);
+const char *jit_kernel_kind_name(JitKernelKind k);
+void jit_rt_profile(bool on);
+void jit_rt_prof_read(double seconds[JIT_KIND_COUNT], int64_t calls[JIT_KIND_COUNT]);
+int64_t jit_rt_prof_begin(void);
+void jit_rt_prof_end(int32_t kind, int64_t t0);
+
 /* pxc_uniform of pxc_model.h as a callable function. */
 float jit_rt_uniform(uint64_t seed, uint32_t stream, uint64_t index);
 

@@ -35,7 +35,7 @@
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
  * cache key includes it (and the build times of this file and jit_ir.c, so
  * a rebuilt pxc never trusts objects an older printer made). */
-#define JIT_CODEGEN_VERSION 1
+#define JIT_CODEGEN_VERSION 2
 
 /* A parallel loop runs serially below this many (estimated) inner iterations. */
 #define PAR_MIN_WORK 8192
@@ -799,7 +799,12 @@ static bool print_entry(JitIR *ir, const KirProgram *prog, KirEntryKind k, DiagL
             LLVMValueRef a = buf_addr(&e, st->args[i], dl, &ok);
             args[2 + i] = LLVMBuildBitCast(b, a, ptr_ty(ir, fn->params[i].elem), "");
         }
+        /* t0 = jit_rt_prof_begin(); kernel(...); jit_rt_prof_end(kind, t0): the opt-in split */
+        LLVMValueRef t0 = jir_call(ir, jir_declare(ir, "jit_rt_prof_begin", i64, NULL, 0), NULL, 0);
         jir_call(ir, kernel_decl(ir, fn), args, fn->nparams + 2);
+        LLVMTypeRef pe[2] = {i32, i64};
+        LLVMValueRef pa[2] = {jir_i32(ir, (int32_t)jit_kernel_kind(fn->name)), t0};
+        jir_call(ir, jir_declare(ir, "jit_rt_prof_end", ir->t_void, pe, 2), pa, 2);
         free(args);
         if (after) {
             LLVMBuildBr(b, after);

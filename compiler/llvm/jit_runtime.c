@@ -179,6 +179,52 @@ void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align) {
     atomic_flag_clear(&pool.busy);
 }
 
+/* ---- the time split by kernel kind (opt-in) -------------------------------------------- */
+
+static atomic_int prof_on;
+static _Atomic int64_t prof_ns[JIT_KIND_COUNT], prof_calls[JIT_KIND_COUNT];
+
+static const char *const kind_names[JIT_KIND_COUNT] = {"gemm", "packing", "elementwise", "weight norm", "loss",
+                                                       "other"};
+
+JitKernelKind jit_kernel_kind(const char *name) {
+    const char *u = name ? strchr(name, '_') : NULL;
+    if (!u) return JIT_KIND_OTHER;
+    u++;
+    if (!strncmp(u, "gemm", 4)) return JIT_KIND_GEMM;
+    if (!strncmp(u, "pack", 4) || !strncmp(u, "col2im", 6)) return JIT_KIND_PACK;
+    if (!strncmp(u, "wnorm", 5)) return JIT_KIND_WNORM;
+    if (!strncmp(u, "dmol", 4) || !strncmp(u, "softmax", 7) || !strcmp(u, "sum")) return JIT_KIND_LOSS;
+    if (!strncmp(u, "ew", 2) || !strncmp(u, "reduce", 6) || !strncmp(u, "fill", 4) || !strncmp(u, "add", 3) ||
+        !strncmp(u, "zero", 4))
+        return JIT_KIND_EW;
+    return JIT_KIND_OTHER;
+}
+
+const char *jit_kernel_kind_name(JitKernelKind k) { return k >= 0 && k < JIT_KIND_COUNT ? kind_names[k] : "?"; }
+
+void jit_rt_profile(bool on) {
+    for (int i = 0; i < JIT_KIND_COUNT; i++) atomic_store(&prof_ns[i], 0), atomic_store(&prof_calls[i], 0);
+    atomic_store(&prof_on, on);
+}
+
+void jit_rt_prof_read(double seconds[JIT_KIND_COUNT], int64_t calls[JIT_KIND_COUNT]) {
+    for (int i = 0; i < JIT_KIND_COUNT; i++) {
+        seconds[i] = 1e-9 * (double)atomic_load(&prof_ns[i]);
+        calls[i] = atomic_load(&prof_calls[i]);
+    }
+}
+
+int64_t jit_rt_prof_begin(void) {
+    return atomic_load_explicit(&prof_on, memory_order_relaxed) ? (int64_t)ns_now() : 0;
+}
+
+void jit_rt_prof_end(int32_t kind, int64_t t0) {
+    if (!t0 || kind < 0 || kind >= JIT_KIND_COUNT) return;
+    atomic_fetch_add_explicit(&prof_ns[kind], (int64_t)ns_now() - t0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&prof_calls[kind], 1, memory_order_relaxed);
+}
+
 float jit_rt_uniform(uint64_t seed, uint32_t stream, uint64_t index) { return pxc_uniform(seed, stream, index); }
 
 /* ---- the symbol table ------------------------------------------------------------------ */
@@ -198,6 +244,8 @@ static const JitSymbol runtime_symbols[] = {
     {"memmove", (void *)memmove},
     {"jit_rt_parallel_for", (void *)jit_rt_parallel_for},
     {"jit_rt_uniform", (void *)jit_rt_uniform},
+    {"jit_rt_prof_begin", (void *)jit_rt_prof_begin},
+    {"jit_rt_prof_end", (void *)jit_rt_prof_end},
 };
 
 const JitSymbol *jit_runtime_symbols(int *n) {
