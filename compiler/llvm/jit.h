@@ -192,6 +192,14 @@ typedef void (*JitRtBody)(void *ctx, int64_t lo, int64_t hi);
 void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align);
 /* Threads jit_rt_parallel_for uses (2). */
 int jit_rt_threads(void);
+/* cblas_sgemm (row-major only; order is passed through), in blocks of
+ * JIT_RT_GEMM_MBLOCK rows when m >= 2 blocks and n < JIT_RT_GEMM_NARROW:
+ * what JIT kernels call for KS_GEMM. */
+#define JIT_RT_GEMM_MBLOCK 1024
+#define JIT_RT_GEMM_NARROW 512
+void jit_rt_sgemm(int32_t order, int32_t ta, int32_t tb, int32_t m, int32_t n, int32_t k, float alpha, const float *a,
+                  int32_t lda, const float *b, int32_t ldb, float beta, float *c, int32_t ldc);
+
 /* The opt-in time split by kernel kind. Every step of a JIT entry calls
  * jit_rt_prof_begin before its kernel and jit_rt_prof_end(kind, t0) after;
  * both return at once while profiling is off (the default), so the split
