@@ -24,6 +24,7 @@
 #include "base/base.h"
 #include "checkpoint.h"
 #include "data.h"
+#include "dist.h"
 #include "fileio.h"
 #include "image.h"
 #include "ir/ir.h"
@@ -370,9 +371,23 @@ static void on_signal(int sig) {
     stop_flag = 1;
 }
 
+/* ---- data parallel: `mpirun -np P pxc train|eval ...` (runtime/dist.h) ----------------- */
+
+static int train_main(int argc, char **argv);
+static int eval_main(int argc, char **argv);
+
+static int run_dist(int (*body)(int, char **), int argc, char **argv) {
+    char err[512];
+    if (rt_dist_init(&argc, &argv, err, sizeof err)) return fail(argv[1], "%s", err);
+    return rt_dist_finalize(body(argc, argv));
+}
+
+int cmd_train(int argc, char **argv) { return run_dist(train_main, argc, argv); }
+int cmd_eval(int argc, char **argv) { return run_dist(eval_main, argc, argv); }
+
 /* ---- pxc train ------------------------------------------------------------------------ */
 
-int cmd_train(int argc, char **argv) {
+static int train_main(int argc, char **argv) {
     Opts o;
     int rc = parse_opts(argc, argv, C_TRAIN, &o);
     if (rc) {
@@ -518,7 +533,7 @@ static int load_weights(const Opts *o, const Loaded *L, const pxc_model *m, RtCh
 
 /* ---- pxc eval ------------------------------------------------------------------------------ */
 
-int cmd_eval(int argc, char **argv) {
+static int eval_main(int argc, char **argv) {
     Opts o;
     int rc = parse_opts(argc, argv, C_EVAL, &o);
     if (rc) {

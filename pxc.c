@@ -24,7 +24,7 @@ static const char *usage =
     "usage: pxc <command> [options]\n"
     "\n"
     "commands:\n"
-    "  check SPEC [--set k=v]... [--json] [--all] [--batch B] [-v] [--dump ir,grad]\n"
+    "  check SPEC [--set k=v]... [--json] [--all] [--batch B] [-v] [--dump ir,grad,kernels]\n"
     "        parse, expand and shape-check a spec; print its layer table\n"
     "        (name, op, output shape, parameters, forward FLOPs per image) and totals.\n"
     "        --json   the same as one JSON object (params, flops_forward, layers)\n"
@@ -33,6 +33,7 @@ static const char *usage =
     "        -v       also JIT-compile the model and print where the compile time goes\n"
     "        --dump ir    print the forward graph IR as stable text instead of the table\n"
     "        --dump grad  print the backward graph autodiff appends (ir,grad: both)\n"
+    "        --dump kernels  print the kernel IR both back ends compile, and the arena plan\n"
     "%s"
     "  bench SPEC [--set k=v]... [--batch B] [--steps N] [--warmup W] [--seed S] [--json]\n"
     "        [--backend auto|ref|jit] [--check-images N]\n"
@@ -173,31 +174,44 @@ static void layer_stats(const Graph *g, LayerStats *st) {
     }
 }
 
+static int check_compiled(const Args *a, Graph g, SpecInfo info, CheckReport rep);
+
+/* The spec's diagnostics list also holds its source text, which every
+ * SrcLoc (and so every later printout) points into: it lives until the end. */
 static int cmd_check(const Args *a) {
     Graph g;
     SpecInfo info;
     CheckReport rep;
-    DiagList dl;
+    DiagList src;
     memset(&info, 0, sizeof info);
     memset(&rep, 0, sizeof rep);
-    int rc = load_spec(a, &g, &info, &rep, &dl);
-    diag_print(&dl, stderr, isatty(2));
-    diag_free(&dl);
+    int rc = load_spec(a, &g, &info, &rep, &src);
+    diag_print(&src, stderr, isatty(2));
     if (rc) {
         ir_graph_free(&g);
         spec_info_free(&info);
         check_report_free(&rep);
+        diag_free(&src);
         return 1;
     }
+    rc = check_compiled(a, g, info, rep);
+    diag_free(&src);
+    return rc;
+}
+
+static int check_compiled(const Args *a, Graph g, SpecInfo info, CheckReport rep) {
+    DiagList dl;
+    int rc = 0;
     if (a->dump) {
         /* --dump ir,grad: the stages, in pipeline order */
-        bool want_ir = false, want_grad = false;
+        bool want_ir = false, want_grad = false, want_kernels = false;
         char *list = xstrdup(a->dump);
         for (char *t = strtok(list, ","); t; t = strtok(NULL, ",")) {
             if (!strcmp(t, "ir")) want_ir = true;
             else if (!strcmp(t, "grad")) want_grad = true;
+            else if (!strcmp(t, "kernels")) want_kernels = true;
             else {
-                fprintf(stderr, "pxc: unknown --dump stage '%s'; expected ir or grad\n", t);
+                fprintf(stderr, "pxc: unknown --dump stage '%s'; expected ir, grad or kernels\n", t);
                 free(list);
                 ir_graph_free(&g);
                 spec_info_free(&info);
@@ -207,9 +221,14 @@ static int cmd_check(const Args *a) {
         }
         free(list);
         int nfwd = g.n;
-        if (want_grad) {
+        KirProgram *kp = NULL;
+        if (want_grad || want_kernels) {
             diag_init(&dl);
             if (!ad_differentiate(&g, false, &dl)) rc = 1;
+            if (!rc && want_kernels) {
+                KirOptions ko = {0};
+                if (!(kp = kir_lower(&g, &ko, &dl))) rc = 1;
+            }
             diag_print(&dl, stderr, isatty(2));
             diag_free(&dl);
         }
@@ -218,6 +237,12 @@ static int cmd_check(const Args *a) {
             if (want_ir) printf("\n");
             printf("# backward: d loss / d every parameter\n");
             ir_print(&g, stdout, g.nfwd, g.n);
+        }
+        if (kp) {
+            if (want_ir || want_grad) printf("\n");
+            kir_print(kp, stdout);
+            kir_arena_report(kp, a->batch, stdout);
+            kir_free(kp);
         }
         ir_graph_free(&g);
         spec_info_free(&info);

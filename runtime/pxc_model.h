@@ -81,12 +81,20 @@ typedef struct pxc_model {
 } pxc_model;
 
 /* Dropout's random stream, shared by every back end so they agree bit for
- * bit: element `index` (flat, over the whole batch tensor) of dropout
- * stream `stream` is kept when pxc_uniform(seed, stream, index) >= p. */
+ * bit: in a forward with seed `seed`, element e (flat over one image's
+ * [H,W,C]) of image b of dropout stream `stream` is kept when
+ *     pxc_uniform(pxc_image_seed(seed, b), stream, e) >= p.
+ * pxc_image_seed is additive in b, so images [a, a+n) of a batch run with
+ * seed S are masked exactly as a batch of n run with seed
+ * pxc_image_seed(S, a): a batch split over several processes (runtime/dist.h)
+ * keeps every image's masks. */
 static inline uint64_t pxc_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
+}
+static inline uint64_t pxc_image_seed(uint64_t seed, int64_t image) {
+    return seed + 0xD1B54A32D192ED03ULL * (uint64_t)image;
 }
 static inline float pxc_uniform(uint64_t seed, uint32_t stream, uint64_t index) {
     uint64_t z = pxc_mix64(seed + 0x9E3779B97F4A7C15ULL * ((uint64_t)stream + 1)) ^ index;

@@ -13,6 +13,7 @@
 #include "autodiff/autodiff.h"
 #include "base/base.h"
 #include "checkpoint.h"
+#include "dist.h"
 #include "fileio.h"
 #include "image.h"
 #include "loss.h"
@@ -143,6 +144,8 @@ int rt_check_data(const pxc_model *m, const RtDataset *ds, const char *what, cha
 
 /* ---- evaluation -------------------------------------------------------------- */
 
+/* Over several processes (dist.h) each evaluates a contiguous share of the
+ * images, [r·n/P, (r+1)·n/P), and the nats are summed over them. */
 static int evaluate(const pxc_model *m, const float *params, const RtDataset *ds, int batch, Scratch *sc,
                     RtEvalResult *r, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
@@ -153,8 +156,10 @@ static int evaluate(const pxc_model *m, const float *params, const RtDataset *ds
     int32_t *labels = xcalloc((size_t)batch, sizeof(int32_t));     /* [batch] */
     int64_t *idx = xmalloc((size_t)batch * sizeof(int64_t));
     int rc = 0;
-    for (int64_t b0 = 0; b0 < ds->n; b0 += batch) {
-        int nb = (int)(ds->n - b0 < batch ? ds->n - b0 : batch);
+    const int P = rt_dist_size(), rank = rt_dist_rank();
+    const int64_t lo = ds->n * rank / P, hi = ds->n * (rank + 1) / P;
+    for (int64_t b0 = lo; b0 < hi; b0 += batch) {
+        int nb = (int)(hi - b0 < batch ? hi - b0 : batch);
         for (int i = 0; i < nb; i++) idx[i] = b0 + i;
         load_batch(ds, idx, nb, x, labels);
         double nats = m->forward(params, x, m->classes > 0 ? labels : NULL, nb, 0, 0, scratch_for(m, sc, nb),
@@ -168,6 +173,13 @@ static int evaluate(const pxc_model *m, const float *params, const RtDataset *ds
         r->nats += nats;
         r->images += nb;
     }
+    double sum[3] = {r->nats, (double)r->images, rc != 0};  /* over every process */
+    rt_dist_allreduce_sum_f64(sum, 3);
+    if (sum[2] > 0 && rc == 0) {
+        snprintf(err, errlen, "evaluation: the loss of another process's share of the images is not finite");
+        rc = -1;
+    }
+    r->nats = sum[0], r->images = (int64_t)sum[1];
     r->subpixels = r->images * numel;
     r->bpd = rc == 0 ? rt_bits_per_dim(r->nats, r->subpixels) : NAN;
     r->seconds = rt_now() - t0;
@@ -213,6 +225,10 @@ typedef struct Trainer {
     char *metrics_path;
     char last_ckpt[1024];
     int64_t last_ckpt_step;
+    /* data parallel (dist.h): this process is `rank` of `nproc`; it runs
+     * images [shard_off, shard_off + shard_n) of each global batch */
+    int rank, nproc;
+    int shard_off, shard_n;
 } Trainer;
 
 static void tr_free(Trainer *T) {
@@ -393,6 +409,59 @@ static int write_checkpoint(Trainer *T, double seconds, char *err, size_t errlen
     return rc;
 }
 
+/* ---- data parallel (dist.h) ------------------------------------------------------ */
+
+/* This process's share of every global batch: with batch B over P
+ * processes, rank r runs images [r·B/P, (r+1)·B/P) of it. */
+static int shard_batch(Trainer *T, char *err, size_t errlen) {
+    if (T->batch % T->nproc) {
+        int lo = T->batch / T->nproc * T->nproc;
+        if (T->cfg->resume)
+            snprintf(err, errlen,
+                     "the run's batch (%d images) does not split evenly over %d processes: resume it on a number "
+                     "of processes that divides %d",
+                     T->batch, T->nproc, T->batch);
+        else
+            snprintf(err, errlen,
+                     "the batch (%d images) does not split evenly over %d processes: use a multiple of %d, e.g. "
+                     "--batch %d",
+                     T->batch, T->nproc, T->nproc, lo > 0 ? lo : T->nproc);
+        return -1;
+    }
+    T->shard_n = T->batch / T->nproc;
+    T->shard_off = T->rank * T->shard_n;
+    return 0;
+}
+
+/* True on every process when all hold the same parameters and position
+ * (trivially in one process). */
+static bool same_everywhere(const Trainer *T) {
+    if (T->nproc == 1) return true;
+    int64_t pos[3] = {T->step, T->batcher.epoch, T->batcher.pos};
+    uint64_t h = hash_bytes(HASH_INIT, T->params, (size_t)T->np * sizeof(float));
+    return rt_dist_same_u64(hash_bytes(h, pos, sizeof pos));
+}
+
+/* After setup every process must hold the same state: a fresh run takes
+ * rank 0's initialisation (every rank computes the same one, but a back end
+ * need not be bit-reproducible across processes); a resumed run checks that
+ * every process read the same checkpoint. */
+static int dist_sync_start(Trainer *T, char *err, size_t errlen) {
+    if (T->nproc == 1) return 0;
+    if (!T->cfg->resume) {
+        rt_dist_broadcast_f32(T->params, T->np);
+        memcpy(T->ema, T->params, (size_t)T->np * sizeof(float));
+    }
+    if (!same_everywhere(T)) {
+        snprintf(err, errlen,
+                 "the %d processes read different checkpoints from '%s' (resuming needs the run directory on a "
+                 "file system that every process sees)",
+                 T->nproc, T->cfg->run_dir);
+        return -1;
+    }
+    return 0;
+}
+
 /* The message for a non-finite loss or gradient at step t. */
 static void nonfinite_message(const Trainer *T, int64_t t, double loss, int bad_grad, int bad_param, char *err,
                               size_t errlen) {
@@ -444,19 +513,24 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     if (!T.adam.beta2) T.adam.beta2 = def.beta2;
     if (!T.adam.eps) T.adam.eps = def.eps;
     if (!T.adam.ema_decay) T.adam.ema_decay = def.ema_decay;
-    rt_progress_init(&T.pr, cfg->out, cfg->out ? cfg->progress : RT_PROGRESS_QUIET);
+    T.rank = rt_dist_rank(), T.nproc = rt_dist_size();
+    const bool rank0 = T.rank == 0;  /* the one process that writes files and prints */
+    rt_progress_init(&T.pr, rank0 ? cfg->out : NULL, cfg->out && rank0 ? cfg->progress : RT_PROGRESS_QUIET);
     int rc = -1;
     int64_t *steps = NULL;
     int nsteps = 0;
 
-    /* ---- the run directory: fresh or resumed ---- */
-    if (rt_ckpt_list(cfg->run_dir, &steps, &nsteps, err, errlen)) goto out;
+    /* ---- the run directory: fresh or resumed ----
+     * Every process reads; rank 0 alone writes. A failure on any process
+     * is agreed on at setup_agree before anything collective happens. */
+    bool setup_ok = false;
     T.metrics_path = xasprintf("%s/metrics.jsonl", cfg->run_dir);
+    if (rt_ckpt_list(cfg->run_dir, &steps, &nsteps, err, errlen)) goto setup_agree;
     if (cfg->resume) {
         if (nsteps == 0) {
             snprintf(err, errlen, "--resume: '%s' holds no checkpoint (ckpt-*.safetensors) to resume from",
                      cfg->run_dir);
-            goto out;
+            goto setup_agree;
         }
         char *path = rt_ckpt_path(cfg->run_dir, steps[nsteps - 1]);
         int r = resume(&T, path, err, errlen);
@@ -466,9 +540,10 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
                      path, steps[nsteps - 2]);
         }
         free(path);
-        if (r) goto out;
-        int removed = rt_ckpt_clean_temps(cfg->run_dir);
-        if (rt_metrics_truncate(T.metrics_path, T.step, err, errlen)) goto out;
+        if (r) goto setup_agree;
+        if (shard_batch(&T, err, errlen)) goto setup_agree;
+        int removed = rank0 ? rt_ckpt_clean_temps(cfg->run_dir) : 0;
+        if (rank0 && rt_metrics_truncate(T.metrics_path, T.step, err, errlen)) goto setup_agree;
         rt_progress_message(&T.pr, "resuming %s from step %" PRId64 " (%s)%s", cfg->run_dir, T.step, T.last_ckpt,
                             removed ? "; removed a partly written checkpoint" : "");
     } else {
@@ -477,28 +552,38 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
                      "'%s' already holds checkpoints (the newest at step %" PRId64
                      "); pass --resume to continue that run, or choose another --out",
                      cfg->run_dir, steps[nsteps - 1]);
-            goto out;
+            goto setup_agree;
         }
         if (T.train->n < T.batch) {
             snprintf(err, errlen, "the training data has %" PRId64 " images, fewer than one batch (%d); use a smaller --batch",
                      T.train->n, T.batch);
-            goto out;
+            goto setup_agree;
         }
-        if (rt_mkdirs(cfg->run_dir, err, errlen)) goto out;
-        if (init_params(&T, g, err, errlen)) goto out;
-        if (cfg->spec_text && write_text(cfg->run_dir, "spec.yaml", cfg->spec_text, err, errlen)) goto out;
+        if (shard_batch(&T, err, errlen)) goto setup_agree;
+        if (rank0 && rt_mkdirs(cfg->run_dir, err, errlen)) goto setup_agree;
+        if (init_params(&T, g, err, errlen)) goto setup_agree;
+        if (!rank0) goto setup_done;
+        if (cfg->spec_text && write_text(cfg->run_dir, "spec.yaml", cfg->spec_text, err, errlen)) goto setup_agree;
         char *res_txt = xasprintf("name: %s\nhash: %016" PRIx64 "\n%s", cfg->spec_name ? cfg->spec_name : "",
                                   cfg->spec_hash, cfg->spec_resolved ? cfg->spec_resolved : "");
         int r = write_text(cfg->run_dir, "spec.resolved", res_txt, err, errlen);
         free(res_txt);
-        if (r) goto out;
+        if (r) goto setup_agree;
         /* A fresh run starts a fresh metrics file. */
         RtChunk empty = {"", 0};
-        if (rt_write_atomic(T.metrics_path, &empty, 1, err, errlen)) goto out;
+        if (rt_write_atomic(T.metrics_path, &empty, 1, err, errlen)) goto setup_agree;
         rt_progress_message(&T.pr, "new run in %s: %lld parameters, data-dependent init on %d images", cfg->run_dir,
                             (long long)T.np, (int)(T.train->n < T.batch ? T.train->n : T.batch));
     }
-    if (append_command(cfg, err, errlen)) goto out;
+    if (rank0 && append_command(cfg, err, errlen)) goto setup_agree;
+setup_done:
+    setup_ok = true;
+setup_agree:
+    if (rt_dist_any(!setup_ok)) {
+        if (setup_ok) snprintf(err, errlen, "stopped: another process (see rank 0's message) could not set up the run");
+        goto out;
+    }
+    if (dist_sync_start(&T, err, errlen)) goto out;
     T.eval_batch = cfg->eval_batch > 0 ? cfg->eval_batch : T.batch;
 
     /* ---- when to stop, log, evaluate, checkpoint ---- */
@@ -527,10 +612,21 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     }
     const int64_t numel = image_numel(m);
     const double ln2_dims = log(2.0) * (double)T.batch * (double)numel;
-    float *x = xmalloc((size_t)(T.batch * numel) * sizeof(float));  /* [batch,H,W,C] */
-    int32_t *labels = xcalloc((size_t)T.batch, sizeof(int32_t));     /* [batch] */
-    int64_t *idx = xmalloc((size_t)T.batch * sizeof(int64_t));
+    float *x = xmalloc((size_t)(T.shard_n * numel) * sizeof(float));  /* [shard_n,H,W,C] */
+    int32_t *labels = xcalloc((size_t)T.shard_n, sizeof(int32_t));     /* [shard_n] */
+    int64_t *idx = xmalloc((size_t)T.batch * sizeof(int64_t));        /* [batch]: the global batch */
     const int64_t step0 = T.step;
+    /* Rank 0's file writes may fail where the others cannot see it: the
+     * failure is kept in io_failed (its message in err) and every process
+     * stops at the next agreement instead of leaving a collective behind. */
+    bool io_failed = false;
+#define RANK0_IO(call)                                          \
+    do {                                                        \
+        if (rank0 && !io_failed && (call)) io_failed = true;    \
+    } while (0)
+    if (T.nproc > 1)
+        rt_progress_message(&T.pr, "data parallel: %s; %d images per process per step", rt_dist_describe(),
+                            T.shard_n);
     const double t0 = rt_now();
     double last_log = t0, last_ckpt = t0, step_time_avg = NAN, ewma_bpd = NAN;
     double log_bpd = 0, log_time = 0;
@@ -562,23 +658,40 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     } while (0)
 
     for (;;) {
+        /* ---- stop? every process decides alike: on rank 0's clock, and
+         * on any process's failure or stop request ---- */
+        double flag[3] = {io_failed, rank0 && rt_now() - t0 >= budget, cfg->stop && *cfg->stop};
+        rt_dist_allreduce_sum_f64(flag, 3);
+        if (flag[0] > 0) {
+            rt_progress_finish(&T.pr);
+            if (!io_failed) snprintf(err, errlen, "stopped: rank 0 could not write to the run directory (see its message)");
+            goto out_loop;
+        }
         if (T.step >= target) break;
-        if (rt_now() - t0 >= budget) break;
-        if (cfg->stop && *cfg->stop) {
+        if (flag[1] > 0) break;
+        if (flag[2] > 0) {
             res->interrupted = true;
             break;
         }
-        /* ---- one step ---- */
+        /* ---- one step: this process's shard of the global batch; the
+         * sums of the loss and gradient over every process ---- */
         double ts = rt_now();
         int64_t got = rt_batcher_next(&T.batcher, T.batch, idx);
         if (got != T.batch) pxc_bug("batcher returned %lld of %d images", (long long)got, T.batch);
-        load_batch(T.train, idx, T.batch, x, labels);
+        load_batch(T.train, idx + T.shard_off, T.shard_n, x, labels);
         const int64_t t = T.step + 1;
         const int32_t *lab = m->classes > 0 ? labels : NULL;
-        void *arena = scratch_for(m, &T.sc, T.batch);
-        double loss = m->forward(T.params, x, lab, T.batch, rt_step_seed(T.seed, t), 1, arena, NULL, NULL);
+        void *arena = scratch_for(m, &T.sc, T.shard_n);
+        /* dropout masks as in one process: the shard's images keep their
+         * place in the global batch (pxc_image_seed, pxc_model.h) */
+        double loss = m->forward(T.params, x, lab, T.shard_n, pxc_image_seed(rt_step_seed(T.seed, t), T.shard_off), 1,
+                                 arena, NULL, NULL);
+        rt_dist_allreduce_sum_f64(&loss, 1);
         int64_t bad = -1;
-        if (isfinite(loss)) m->backward(T.params, x, lab, T.batch, arena, T.grad);
+        if (isfinite(loss)) {
+            m->backward(T.params, x, lab, T.shard_n, arena, T.grad);
+            rt_dist_allreduce_sum_f32(T.grad, T.np);
+        }
         if (!isfinite(loss) || !rt_all_finite(T.grad, T.np, &bad)) {
             int k = isfinite(loss) ? rt_param_tensor_at(T.t, T.nt, bad) : -1;
             int kp = -1;
@@ -606,7 +719,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
             st.img_per_s = (double)(log_steps * T.batch) / (log_time > 0 ? log_time : 1e-9);
             res->train_bpd = st.train_bpd;
             rt_progress_line(&T.pr, &st);
-            if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
+            RANK0_IO(rt_metrics_append(T.metrics_path, &st, err, errlen));
             log_bpd = 0, log_time = 0, log_steps = 0;
             last_log = now;
         }
@@ -629,14 +742,16 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
             rt_progress_message(&T.pr, "step %" PRId64 "  test %.4f bpd (%lld of %lld images, %s weights, %.1f s)",
                                 T.step, er.bpd, (long long)er.images, (long long)T.test->n, cfg->eval_raw ? "raw" : "EMA",
                                 er.seconds);
-            if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
+            RANK0_IO(rt_metrics_append(T.metrics_path, &st, err, errlen));
         }
-        /* ---- checkpoint ---- */
+        /* ---- checkpoint (rank 0; when the others check that they still
+         * hold rank 0's state) ---- */
         now = rt_now();
-        if (T.step % ckpt_every == 0 || now - last_ckpt >= ckpt_seconds) {
-            if (write_checkpoint(&T, T.base_seconds + (now - t0), err, errlen)) goto out_loop;
+        if (T.step % ckpt_every == 0 && !same_everywhere(&T)) goto diverged;
+        if (rank0 && !io_failed && (T.step % ckpt_every == 0 || now - last_ckpt >= ckpt_seconds)) {
+            RANK0_IO(write_checkpoint(&T, T.base_seconds + (now - t0), err, errlen));
             last_ckpt = rt_now();
-            rt_progress_message(&T.pr, "step %" PRId64 "  checkpoint %s", T.step, T.last_ckpt);
+            if (!io_failed) rt_progress_message(&T.pr, "step %" PRId64 "  checkpoint %s", T.step, T.last_ckpt);
         }
     }
     if (log_steps > 0) {  /* the steps since the last logged line */
@@ -645,15 +760,27 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
         st.img_per_s = (double)(log_steps * T.batch) / (log_time > 0 ? log_time : 1e-9);
         res->train_bpd = st.train_bpd;
         rt_progress_line(&T.pr, &st);
-        if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
+        RANK0_IO(rt_metrics_append(T.metrics_path, &st, err, errlen));
     }
     rt_progress_finish(&T.pr);
     res->seconds = rt_now() - t0;
     res->steps_run = T.step - step0;
     if (res->interrupted) rt_progress_message(&T.pr, "interrupted at step %" PRId64, T.step);
-    if (T.step != T.last_ckpt_step || !T.last_ckpt[0]) {
-        if (write_checkpoint(&T, T.base_seconds + res->seconds, err, errlen)) goto out_loop;
-        rt_progress_message(&T.pr, "step %" PRId64 "  checkpoint %s", T.step, T.last_ckpt);
+    if (!same_everywhere(&T)) goto diverged;
+    if (rank0 && !io_failed && (T.step != T.last_ckpt_step || !T.last_ckpt[0])) {
+        RANK0_IO(write_checkpoint(&T, T.base_seconds + res->seconds, err, errlen));
+        if (!io_failed) rt_progress_message(&T.pr, "step %" PRId64 "  checkpoint %s", T.step, T.last_ckpt);
+    }
+    if (rt_dist_any(io_failed)) {
+        if (!io_failed) snprintf(err, errlen, "stopped: rank 0 could not write to the run directory (see its message)");
+        goto out_loop;
+    }
+    /* From here on only rank 0 does anything that can fail alone: it writes
+     * after the last collective operation (the evaluation). */
+    if (!rank0) {
+        char *path = rt_ckpt_path(cfg->run_dir, T.step);
+        snprintf(T.last_ckpt, sizeof T.last_ckpt, "%s", path);
+        free(path);
     }
     if (!res->interrupted && test && last_eval_step != T.step) {
         RtEvalResult er;
@@ -666,7 +793,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
         rt_progress_message(&T.pr, "step %" PRId64 "  test %.4f bpd (%lld of %lld images, %s weights, %.1f s)", T.step,
                             er.bpd, (long long)er.images, (long long)T.test->n, cfg->eval_raw ? "raw" : "EMA",
                             er.seconds);
-        if (rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
+        if (rank0 && rt_metrics_append(T.metrics_path, &st, err, errlen)) goto out_loop;
         res->test_images = er.images;
     } else if (test) {
         res->test_images = test->n;
@@ -674,7 +801,7 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     res->test_images_total = T.test ? T.test->n : 0;
     res->test_bpd = last_test;
     res->test_step = last_eval_step;
-    if (!res->interrupted && cfg->samples > 0) {
+    if (rank0 && !res->interrupted && cfg->samples > 0) {
         int n = cfg->samples;
         uint8_t *img = xmalloc((size_t)(n * numel));
         int32_t *sl = xcalloc((size_t)n, sizeof(int32_t));
@@ -694,7 +821,15 @@ int rt_train(const pxc_model *m, const Graph *g, const RtDataset *train, const R
     res->step = T.step;
     snprintf(res->checkpoint, sizeof res->checkpoint, "%s", T.last_ckpt);
     rc = 0;
+    goto out_loop;
+diverged:
+    rt_progress_finish(&T.pr);
+    snprintf(err, errlen,
+             "at step %" PRId64 " the %d processes no longer hold the same parameters (the back end or the MPI sums "
+             "are not reproducible across processes); the last checkpoint is %s",
+             T.step, T.nproc, T.last_ckpt[0] ? T.last_ckpt : "none");
 out_loop:
+#undef RANK0_IO
     res->step = T.step;
     free(idx);
     free(labels);

@@ -68,7 +68,9 @@ typedef struct RtEvalResult {
 
 /* Exact bits/dim of params on every image of ds, in order, batches of at
  * most `batch` (the last one partial), evaluation mode (no dropout).
- * 0, or -1 with a message (a non-finite loss names the batch). */
+ * 0, or -1 with a message (a non-finite loss names the batch). Over several
+ * processes (dist.h) every process must call it: each evaluates a
+ * contiguous share of ds and the result is summed over them. */
 int rt_evaluate(const pxc_model *m, const float *params /*[nparams]*/, const RtDataset *ds, int batch,
                 RtEvalResult *r, char *err, size_t errlen);
 
@@ -125,7 +127,9 @@ typedef struct RtTrainResult {
 } RtTrainResult;
 
 /* Train model m (built from g, which supplies the parameters' init
- * attributes) on train, evaluating on test (may be NULL). The model must
+ * attributes) on train, evaluating on test (may be NULL). Over several
+ * processes (dist.h) every process calls it alike: each runs its share of
+ * every batch, rank 0 alone writes the run directory and prints. The model must
  * accept batches up to max(batch, eval_batch). 0, or -1 with a message:
  * bad data, an unusable run directory, a checkpoint that does not fit, a
  * non-finite loss or gradient (naming the step and the parameter; the last

@@ -98,7 +98,7 @@ static int build_zoo(void) {
                                OP2(MIN, v, CI(7))),
                       OP2(MAX, v, CI(100)));
     Y(8, kir_cast(P, KT_F32, iv));
-    Y(9, kir_uniform(P, 3, OP2(ADD, v, kir_batch(P))));
+    Y(9, kir_uniform(P, 3, OP2(MOD, v, CI(3)), OP2(ADD, v, kir_batch(P))));
     KirExpr *labv = kir_load(P, fn, lab, OP2(MOD, v, CI(5)));
     KirExpr *c10 = OP2(ADD, OP2(ADD, OP3(SELECT, OP2(LE, xi, C32(0.5)), C32(1), C32(0)),
                                 OP3(SELECT, OP2(NE, xi, C32(0.25)), C32(2), C32(0))),
@@ -162,7 +162,7 @@ static void run_zoo(bool tiering) {
         assert_true(fabs(r[7] - (t7 + xi)) <= 3e-7 * (fabs(t7) + fabs(xi)));
         double e8 = (double)((i % 3) * 2 + i / 5 - (i < 7 ? i : 7) + (i > 100 ? i : 100));
         assert_true(r[8] == (float)e8);
-        assert_true(r[9] == pxc_uniform(seed, 3, (uint64_t)(i + N)));
+        assert_true(r[9] == pxc_uniform(pxc_image_seed(seed, i % 3), 3, (uint64_t)(i + N)));
         int32_t lv = lab[i % 5];
         double e10 = (xi <= 0.5 ? 1 : 0) + (xi != 0.25 ? 2 : 0) + (lv >= 2 ? 4 : 0) + (lv < -1 ? 8 : 0);
         assert_true(r[10] == (float)e10);
@@ -356,7 +356,7 @@ static int unary_kernel(const char *stem, KirType tin, KirType tout, int kind) {
         kir_store(P, fn, L, out, VAR(L), OP2(ADD, kir_load(P, fn, in, VAR(L)), C32(1)));
     } else if (kind == 1) {   /* dropout-like: out = uniform(0, i) >= 0.5 ? in * 2 : 0, in place */
         KirStmt *L = kir_loop(P, fn, NULL, CI(0), npix, KIR_LOOP_PARALLEL);
-        KirExpr *keep = OP2(GE, kir_uniform(P, 0, VAR(L)), C32(0.5));
+        KirExpr *keep = OP2(GE, kir_uniform(P, 0, CI(0), VAR(L)), C32(0.5));
         kir_store(P, fn, L, out, VAR(L),
                   OP3(SELECT, keep, OP2(MUL, kir_load(P, fn, in, VAR(L)), C32(2)), C32(0)));
     } else if (kind == 2) {   /* out f64 = sum in */

@@ -277,9 +277,10 @@ static void test_class_bias(void **state) {
     diag_free(&dl);
 }
 
-/* eval: identity; training: element t kept (scaled by 1/(1-p)) exactly when
- * pxc_uniform(seed, stream, t) >= p, about a fraction 1-p of them; another
- * stream draws another mask. */
+/* eval: identity; training: element e of image b kept (scaled by 1/(1-p))
+ * exactly when pxc_uniform(pxc_image_seed(seed, b), stream, e) >= p, about a
+ * fraction 1-p of them; another stream draws another mask; the second image
+ * run alone with seed pxc_image_seed(seed, 1) gets its mask from the batch. */
 static void test_dropout(void **state) {
     (void)state;
     enum { N = 2, H = 8, W = 8, C = 8, T = N * H * W * C };
@@ -298,14 +299,23 @@ static void test_dropout(void **state) {
     run_forward(&g, N, NULL, x, NULL, y, out, true, 99);
     run_forward(&g, N, NULL, x, NULL, y2, out2, true, 99);
     int kept = 0, differ = 0;
+    const int per = T / N;
     for (int t = 0; t < T; t++) {
-        bool keep = pxc_uniform(99, 5, (uint64_t)t) >= 0.25f;
+        bool keep = pxc_uniform(pxc_image_seed(99, t / per), 5, (uint64_t)(t % per)) >= 0.25f;
         assert_true(out[t] == (keep ? x[t] / 0.75 : 0.0));
         kept += keep;
         differ += (out[t] == 0) != (out2[t] == 0);
     }
     assert_true(kept > 0.70 * T && kept < 0.80 * T);
     assert_true(differ > 0.2 * T);
+    /* the images' masks differ from each other */
+    int img_differ = 0;
+    for (int e = 0; e < per; e++) img_differ += (out[e] == 0) != (out[per + e] == 0);
+    assert_true(img_differ > 0.2 * per);
+    /* image 1 alone, seed shifted by one image: the batch's mask of image 1 */
+    static double one[T / N];
+    run_forward(&g, 1, NULL, x + per, NULL, y, one, true, pxc_image_seed(99, 1));
+    for (int e = 0; e < per; e++) assert_true(one[e] == out[per + e]);
     ir_graph_free(&g);
     diag_free(&dl);
 }

@@ -363,7 +363,9 @@ static void c_expr(Emit *E, Uses *us, const KirExpr *e) {
     case KX_ABS: fputs(e->t == KT_F32 ? "fabsf(" : e->t == KT_F64 ? "fabs(" : "pxc_absi(", f); c_args(E, us, e, 1); return;
     case KX_CAST: fprintf(f, "((%s)", ctype(e->t)); c_expr(E, us, e->x[0]); fputc(')', f); return;
     case KX_UNIFORM:
-        fprintf(f, "pxc_uniform(seed, %lldu, (uint64_t)", (long long)e->i2);
+        fputs("pxc_uniform(pxc_image_seed(seed, ", f);
+        c_expr(E, us, e->x[1]);
+        fprintf(f, "), %lldu, (uint64_t)", (long long)e->i2);
         c_expr(E, us, e->x[0]);
         fputc(')', f);
         return;

@@ -184,11 +184,12 @@ KirExpr *kir_cast(KirProgram *p, KirType t, KirExpr *a) {
     return e;
 }
 
-KirExpr *kir_uniform(KirProgram *p, int stream, KirExpr *index) {
-    PXC_ASSERT(index->t == KT_I64);
+KirExpr *kir_uniform(KirProgram *p, int stream, KirExpr *image, KirExpr *index) {
+    PXC_ASSERT(index->t == KT_I64 && image->t == KT_I64);
     KirExpr *e = mk(p, KX_UNIFORM, KT_F32);
     e->i2 = stream;
     e->x[0] = index;
+    e->x[1] = image;
     return e;
 }
 
@@ -343,7 +344,13 @@ static void pexpr(const PrintCtx *c, const KirExpr *e, FILE *f) {
     case KX_NEG: fputs("(-", f); pexpr(c, e->x[0], f); fputc(')', f); return;
     case KX_NOT: fputs("(!", f); pexpr(c, e->x[0], f); fputc(')', f); return;
     case KX_CAST: fprintf(f, "%s(", type_name(e->t)); pexpr(c, e->x[0], f); fputc(')', f); return;
-    case KX_UNIFORM: fprintf(f, "uniform(%lld, ", (long long)e->i2); pexpr(c, e->x[0], f); fputc(')', f); return;
+    case KX_UNIFORM:
+        fprintf(f, "uniform(%lld, ", (long long)e->i2);
+        pexpr(c, e->x[1], f);
+        fputs(", ", f);
+        pexpr(c, e->x[0], f);
+        fputc(')', f);
+        return;
     default: break;
     }
     if (e->k == KX_ADD && e->t == KT_I64 && e->x[1]->k == KX_CONST && e->x[1]->i < 0) {

@@ -129,8 +129,9 @@
  * KX_TANH(x)    = 1.0f - 2.0f / (exp(x + x) + 1.0f)
  * KX_SQRT(x)    = IEEE square root (sqrtf / llvm.sqrt), correctly rounded.
  * KX_MAX(a,b)   = a > b ? a : b,  KX_MIN(a,b) = a < b ? a : b   (compare + select)
- * KX_UNIFORM(i) = pxc_uniform(seed, stream, i) of runtime/pxc_model.h, f32
- *                 (stream in KirExpr.i2, index i an i64 operand).
+ * KX_UNIFORM(i, b) = pxc_uniform(pxc_image_seed(seed, b), stream, i) of
+ *                 runtime/pxc_model.h, f32 (stream in KirExpr.i2; the
+ *                 element i within the image and the image b are i64 operands).
  *
  * The text form (kir_print) is stable; `pxc check --dump kernels` prints it
  * and tests diff it.
@@ -170,7 +171,7 @@ typedef enum KirExprKind {
     KX_SELECT,  /* x[0] (BOOL) ? x[1] : x[2]; both arms are safe to evaluate */
     KX_EXP, KX_LOG, KX_LOG1P, KX_SIGMOID, KX_TANH, KX_SQRT, KX_ABS,   /* F32 only */
     KX_CAST,    /* x[0] converted to t: F32<->F64, I64->F32/F64 */
-    KX_UNIFORM, /* pxc_uniform(seed, stream = i2, index = x[0]) -> F32 */
+    KX_UNIFORM, /* pxc_uniform(pxc_image_seed(seed, image = x[1]), stream = i2, index = x[0]) -> F32 */
     KX_COUNT
 } KirExprKind;
 
@@ -394,7 +395,7 @@ KirExpr *kir_op1(KirProgram *p, KirExprKind k, KirExpr *a);
 KirExpr *kir_op2(KirProgram *p, KirExprKind k, KirExpr *a, KirExpr *b);
 KirExpr *kir_op3(KirProgram *p, KirExprKind k, KirExpr *a, KirExpr *b, KirExpr *c);
 KirExpr *kir_cast(KirProgram *p, KirType t, KirExpr *a);
-KirExpr *kir_uniform(KirProgram *p, int stream, KirExpr *index);
+KirExpr *kir_uniform(KirProgram *p, int stream, KirExpr *image, KirExpr *index);
 
 /* A function under construction (append it with kir_func_finish). */
 KirFunc *kir_func_begin(KirProgram *p, const char *stem);

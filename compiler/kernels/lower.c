@@ -342,8 +342,9 @@ static KirExpr *inline_val(KB *kb, int node, KirExpr *ch, int64_t lo) {
         KirExpr *x = val(kb, nd->in[0], ch, lo);
         if (!L->training || a->p <= 0) return x;
         kb->used_dropout = true;
-        KirExpr *flat = iadd(L, imulc(L, pixel_index(kb), nd->shape.d[2]), ch);
-        KirExpr *keep = cmp(L, KX_GE, kir_uniform(P, a->stream, flat), fc(L, a->p));
+        /* element e of image b: pxc_uniform(pxc_image_seed(seed, b), stream, e) */
+        KirExpr *e = iadd(L, imulc(L, iadd(L, imulc(L, kb->ii, kb->W), kb->jj), nd->shape.d[2]), ch);
+        KirExpr *keep = cmp(L, KX_GE, kir_uniform(P, a->stream, kb->img, e), fc(L, a->p));
         return fsel(L, keep, fdiv(L, x, fc(L, 1.0 - a->p)), fc(L, 0));
     }
     case IR_CLASS_BIAS: {

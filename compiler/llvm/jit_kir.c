@@ -138,11 +138,14 @@ static LLVMValueRef mix64(JitIR *ir, LLVMValueRef z) {
     return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, jir_i64(ir, 31), ""), "");
 }
 
-static LLVMValueRef uniform(FnCtx *c, int64_t stream, LLVMValueRef index) {
+static LLVMValueRef uniform(FnCtx *c, int64_t stream, LLVMValueRef image, LLVMValueRef index) {
     JitIR *ir = c->ir;
     LLVMBuilderRef b = ir->b;
     uint64_t k = 0x9E3779B97F4A7C15ULL * ((uint64_t)(uint32_t)stream + 1);
-    LLVMValueRef s = mix64(ir, LLVMBuildAdd(b, c->seed, LLVMConstInt(ir->t_i64, k, 0), ""));
+    /* pxc_image_seed(seed, image) = seed + 0xD1B54A32D192ED03 * image */
+    LLVMValueRef seed_b =
+        LLVMBuildAdd(b, c->seed, LLVMBuildMul(b, image, LLVMConstInt(ir->t_i64, 0xD1B54A32D192ED03ULL, 0), ""), "");
+    LLVMValueRef s = mix64(ir, LLVMBuildAdd(b, seed_b, LLVMConstInt(ir->t_i64, k, 0), ""));
     LLVMValueRef z = mix64(ir, LLVMBuildXor(b, s, index, ""));
     LLVMValueRef top = LLVMBuildLShr(b, z, jir_i64(ir, 40), "");
     return LLVMBuildFMul(b, LLVMBuildSIToFP(b, top, ir->t_f32, ""), jir_f32(ir, 1.0 / 16777216.0), "");
@@ -235,7 +238,7 @@ static LLVMValueRef expr_uncached(FnCtx *c, const KirExpr *e) {
         if (is_float(e->t) && ot == KT_I64) return LLVMBuildSIToFP(b, x0, ty(ir, e->t), "");
         if (e->t == KT_I64 && is_float(ot)) return LLVMBuildFPToSI(b, x0, ir->t_i64, "");
         return bug_value(c, e, "cast between these types");
-    case KX_UNIFORM: return uniform(c, e->i2, x0);
+    case KX_UNIFORM: return uniform(c, e->i2, x1, x0);
     default: return bug_value(c, e, "unknown expression kind");
     }
 }

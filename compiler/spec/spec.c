@@ -1333,7 +1333,8 @@ static YNode *resolve_extends(Ctx *c, YNode *root, const char *file, int depth, 
     while ((n = fread(buf, 1, sizeof buf, f)) > 0 && sb.len < (16u << 20))
         for (size_t i = 0; i < n; i++) sb_putc(&sb, buf[i]);
     fclose(f);
-    const char *bfile = diag_add_source(c->dl, path, sb.s ? sb.s : "", sb.len);
+    diag_add_source(c->dl, path, sb.s ? sb.s : "", sb.len);
+    const char *bfile = arena_strdup(&c->g->arena, path);
     YNode *base = yaml_load(bfile, sb.s ? sb.s : "", sb.len, c->a, c->dl);
     sb_free(&sb);
     if (!base) return NULL;
@@ -1736,9 +1737,12 @@ static void resolved_text(Ctx *c, SpecInfo *info) {
 int spec_compile_ex(const char *name, const char *text, size_t len, const char *const *sets, int nsets, Graph *out,
                     SpecInfo *info, DiagList *dl) {
     Arena arena = {0};
-    const char *file = diag_add_source(dl, name, text, len);
+    diag_add_source(dl, name, text, len);
     int errors0 = dl->nerrors;
     ir_graph_init(out);
+    /* SrcLocs name their file by a string the graph owns, so they stay valid
+     * as long as the graph (kernel programs and emitted code print them) */
+    const char *file = arena_strdup(&out->arena, name);
     Ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     Ctx *c = &ctx;

@@ -15,9 +15,10 @@
  * Parameters come and go in one flat buffer in ParamLayout order
  * (ir_param_layout).
  *
- * Dropout: element `index` (flat over the whole [n,H,W,C] tensor) of a
- * dropout with stream s is kept when pxc_uniform(seed, s, index) >= p and
- * then scaled by 1/(1-p), in forward and backward alike (runtime/pxc_model.h).
+ * Dropout: element e (flat over one image's [H,W,C]) of image b of a
+ * dropout with stream s is kept when
+ * pxc_uniform(pxc_image_seed(seed, b), s, e) >= p and then scaled by
+ * 1/(1-p), in forward and backward alike (runtime/pxc_model.h).
  */
 #ifndef PXC_REF_H
 #define PXC_REF_H

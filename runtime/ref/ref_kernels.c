@@ -384,16 +384,18 @@ static void ref_gate_bwd(const RefRun *r, const Node *nd, const double *const *i
         }
 }
 
-/* training: y = keep ? x / (1-p) : 0, keep = pxc_uniform(seed, stream, index) >= p
- * with index the flat position in the whole [N,H,W,C] tensor; eval: y = x */
+/* training: y = keep ? x / (1-p) : 0, keep = pxc_uniform(pxc_image_seed(seed, b), stream, e) >= p
+ * for element e (flat within the image's [H,W,C]) of image b; eval: y = x */
 static void ref_dropout(const RefRun *r, const Node *nd, const double *const *in, double *out) {
     double p = nd->a.p;
+    int64_t per_image = shape_numel(nd->shape);
     for (int64_t t = 0; t < total(r, &nd->shape); t++) {
         if (!r->training) {
             out[t] = in[0][t];
             continue;
         }
-        bool keep = (double)pxc_uniform(r->seed, (uint32_t)nd->a.stream, (uint64_t)t) >= p;
+        bool keep = (double)pxc_uniform(pxc_image_seed(r->seed, t / per_image), (uint32_t)nd->a.stream,
+                                        (uint64_t)(t % per_image)) >= p;
         out[t] = keep ? in[0][t] / (1.0 - p) : 0.0;
     }
 }
