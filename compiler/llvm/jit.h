@@ -183,11 +183,13 @@ void jit_objects_free(JitObject *objs, int n);
 
 /* ---- runtime entry points JIT code calls (jit_runtime.c) -------------------------- */
 
-/* body(ctx, lo, hi) over [0, n) split into contiguous chunks across pxc's
- * compute threads (the caller plus one worker: two in all), waiting for all.
- * Chunks are aligned to `align` elements (0/1: none). Serial when n is small,
- * when called from inside a parallel region, or while another thread uses
- * the pool. */
+/* body(ctx, lo, hi) over [0, n) split into contiguous chunks (two when
+ * align > 1, as for GEMM rows; up to eight for loops) that pxc's compute
+ * threads (the caller plus one worker: two in all) claim one at a time; the
+ * caller runs whatever the worker has not claimed and returns when all are
+ * done. Chunks start at multiples of `align` (0/1: none). Serial when n is
+ * small, when called from inside a parallel region, or while another thread
+ * uses the pool. */
 typedef void (*JitRtBody)(void *ctx, int64_t lo, int64_t hi);
 void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align);
 /* Threads jit_rt_parallel_for uses (2). */
