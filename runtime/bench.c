@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -99,7 +100,27 @@ double rt_sgemm_peak(const RtGemmShape *s, int n, int threads, int reps) {
     return secs > 0 ? flops / secs / 1e9 : 0;
 }
 
+bool rt_peak_rss_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return false;
+    bool ok = fputs("5", f) >= 0;   /* 5: reset the peak resident set size (Linux >= 4.0) */
+    return fclose(f) == 0 && ok;
+}
+
 size_t rt_peak_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long kb = -1;
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+        fclose(f);
+        if (kb >= 0) return (size_t)kb * 1024;
+    }
+    return rt_process_peak_rss_bytes();
+}
+
+size_t rt_process_peak_rss_bytes(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (size_t)ru.ru_maxrss * 1024;

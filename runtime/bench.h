@@ -34,7 +34,12 @@ int rt_gemm_shapes(const Graph *g, int batch, RtGemmShape **out);
  * its GEMMs), best of `reps` timings. */
 double rt_sgemm_peak(const RtGemmShape *s, int n, int threads, int reps);
 
-/* Peak resident set of this process, bytes. */
+/* Peak resident set of this process since it started or since the last
+ * rt_peak_rss_reset (VmHWM), bytes; rt_process_peak_rss_bytes never resets
+ * (getrusage). rt_peak_rss_reset sets the peak to the current resident set
+ * (/proc/self/clear_refs); false when the system does not allow it. */
 size_t rt_peak_rss_bytes(void);
+size_t rt_process_peak_rss_bytes(void);
+bool rt_peak_rss_reset(void);
 
 #endif
