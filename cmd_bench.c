@@ -9,7 +9,9 @@
  * reports medians, images/s, the training FLOP/s (3 × forward FLOPs per
  * image × images/s), that figure as a fraction of the sgemm throughput this
  * machine reaches on the model's own GEMM shapes (measured here, M split over
- * two threads as pxc runs them), the arena size and the peak RSS.
+ * two threads as pxc runs them), the arena size, the peak RSS and, on the
+ * JIT, where the measured steps' time goes by kernel kind (GEMM, packing,
+ * fused element-wise, weight norm, loss; the optimiser is timed here).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -25,6 +27,7 @@
 #include "cmds.h"
 #include "data.h"
 #include "fileio.h"
+#include "llvm/jit.h"
 #include "optim.h"
 #include "params_init.h"
 #include "spec/spec.h"
@@ -215,12 +218,18 @@ int cmd_bench(int argc, char **argv) {
         }
     }
 
+    /* the peak RSS reported is the training phase's: from here on (the model,
+     * its arena, parameters and optimiser state stay resident; the reference
+     * model of the check above is gone) */
+    bool rss_reset = rt_peak_rss_reset();
     RtAdamConfig ac = rt_adam_defaults();
     int total = (int)(warmup + steps);
     double *tf = xcalloc((size_t)total, sizeof(double)), *tb = xcalloc((size_t)total, sizeof(double));
     double *to = xcalloc((size_t)total, sizeof(double)), *ts = xcalloc((size_t)total, sizeof(double));
     double first_loss = NAN;
+    bool split = chosen == RT_BACKEND_JIT;
     for (int s = 0; s < total; s++) {
+        if (split && s == warmup) jit_rt_profile(true);   /* the measured steps only */
         uint64_t sd = rt_step_seed((uint64_t)seed, s + 1);
         double a = now_s();
         double loss = m->forward(params, x, lab, (int)batch, sd, 1, arena, NULL, NULL);
@@ -236,15 +245,25 @@ int cmd_bench(int argc, char **argv) {
         }
         tf[s] = b - a, tb[s] = c - b, to[s] = d - c, ts[s] = d - a;
     }
+    double kind_s[JIT_KIND_COUNT] = {0};
+    int64_t kind_calls[JIT_KIND_COUNT] = {0};
+    if (split) {
+        jit_rt_prof_read(kind_s, kind_calls);
+        jit_rt_profile(false);
+    }
+    double opt_mean = 0, step_mean = 0;
+    for (int s = (int)warmup; s < total; s++) opt_mean += to[s] / (double)steps, step_mean += ts[s] / (double)steps;
     if (rc == 0) {
         double step = median(ts + warmup, (int)steps), fwd = median(tf + warmup, (int)steps);
         double bwd = median(tb + warmup, (int)steps), opt = median(to + warmup, (int)steps);
         double ips = (double)batch / step, train_gflops = 3.0 * flops_fwd * ips / 1e9;
+        /* before the sgemm measurement below, whose buffers are not the model's */
+        size_t rss = rt_peak_rss_bytes(), rss_process = rt_process_peak_rss_bytes();
         RtGemmShape *shapes;
         int ns = rt_gemm_shapes(&g, (int)batch, &shapes);
         double peak = rt_sgemm_peak(shapes, ns, 2, 3);
         free(shapes);
-        size_t rss = rt_peak_rss_bytes();
+
         int64_t naive = 0;
         if (json) {
             cJSON *o = cJSON_CreateObject();
@@ -267,8 +286,26 @@ int cmd_bench(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "fraction_of_sgemm_peak", peak > 0 ? train_gflops / peak : 0);
             cJSON_AddNumberToObject(o, "arena_bytes", (double)arena_bytes);
             cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)rss);
+            cJSON_AddNumberToObject(o, "peak_rss_process_bytes", (double)rss_process);
+            cJSON_AddBoolToObject(o, "peak_rss_training_only", rss_reset);
             cJSON_AddNumberToObject(o, "first_step_loss_nats", first_loss);
             cJSON_AddNumberToObject(o, "first_step_bits_per_dim", first_loss / (log(2.0) * (double)nx));
+            if (split) {
+                /* mean seconds per measured step by kernel kind (the optimiser is Adam, timed here) */
+                cJSON *sp = cJSON_AddObjectToObject(o, "split_ms_per_step");
+                double att = opt_mean;
+                for (int k = 0; k < JIT_KIND_COUNT; k++) {
+                    cJSON_AddNumberToObject(sp, jit_kernel_kind_name((JitKernelKind)k), 1e3 * kind_s[k] / (double)steps);
+                    att += kind_s[k] / (double)steps;
+                }
+                cJSON_AddNumberToObject(sp, "optimiser", 1e3 * opt_mean);
+                cJSON_AddNumberToObject(sp, "unattributed", 1e3 * (step_mean - att));
+                cJSON_AddNumberToObject(sp, "step_mean", 1e3 * step_mean);
+                cJSON_AddNumberToObject(o, "kernel_calls_per_step", 0);
+                double calls = 0;
+                for (int k = 0; k < JIT_KIND_COUNT; k++) calls += (double)kind_calls[k] / (double)steps;
+                cJSON_SetNumberValue(cJSON_GetObjectItem(o, "kernel_calls_per_step"), calls);
+            }
             if (!isnan(rel)) {
                 cJSON_AddNumberToObject(o, "check_images", (double)ncheck);
                 cJSON_AddNumberToObject(o, "check_loss_nats", our_loss);
@@ -289,8 +326,22 @@ int cmd_bench(int argc, char **argv) {
             printf("  sgemm peak    %9.2f GFLOP/s  on the model's GEMM shapes, 2 threads -> %.0f%% of it\n", peak,
                    peak > 0 ? 100 * train_gflops / peak : 0);
             printf("  arena         %9.1f MiB for batch %ld\n", (double)arena_bytes / 1048576.0, batch);
-            printf("  peak RSS      %9.1f MiB\n", (double)rss / 1048576.0);
+            printf("  peak RSS      %9.1f MiB  %s (whole process, the reference check included: %.1f MiB)\n",
+                   (double)rss / 1048576.0, rss_reset ? "training" : "process", (double)rss_process / 1048576.0);
             printf("  compile       %9.2f s\n", compile_s);
+            if (split) {
+                printf("  time split (mean ms per measured step, %% of its %.2f ms):\n", 1e3 * step_mean);
+                double att = opt_mean;
+                for (int k = 0; k < JIT_KIND_COUNT; k++) {
+                    double ms = 1e3 * kind_s[k] / (double)steps;
+                    att += kind_s[k] / (double)steps;
+                    printf("    %-12s %9.2f ms  %5.1f%%  (%.0f kernel calls)\n", jit_kernel_kind_name((JitKernelKind)k),
+                           ms, 100 * ms / (1e3 * step_mean), (double)kind_calls[k] / (double)steps);
+                }
+                printf("    %-12s %9.2f ms  %5.1f%%\n", "optimiser", 1e3 * opt_mean, 100 * opt_mean / step_mean);
+                printf("    %-12s %9.2f ms  %5.1f%%\n", "unattributed", 1e3 * (step_mean - att),
+                       100 * (step_mean - att) / step_mean);
+            }
         }
     }
     free(tf), free(tb), free(to), free(ts);

@@ -189,6 +189,25 @@ def main():
     for cfg, pi, ti, pr, tr, tg in rows:
         print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             cfg, num(pi), num(ti), ratio(pi, ti), fmt_mb(pr), fmt_mb(tr), ratio(pr, tr), num(tg)))
+    # pxc against the machine: its training FLOP/s, the sgemm peak it measured
+    # in the same process, and where its step time goes (pxc bench's split)
+    kinds = ["gemm", "packing", "elementwise", "weight norm", "loss", "optimiser", "unattributed"]
+    print()
+    hdr = "| config | pxc GFLOP/s | sgemm peak | fraction | " + " | ".join(kinds) + " |"
+    print(hdr)
+    print("|---" * (hdr.count("|") - 1) + "|")
+    for cfg in configs:
+        runs = [r for r in raw[cfg]["pxc"] if r]
+        if not runs:
+            continue
+        r = min(runs, key=lambda o: abs(o.get("images_per_s", 0) - median_of(runs, "images_per_s")))
+        sp = r.get("split_ms_per_step") or {}
+        tot = sp.get("step_mean") or 0
+        cells = ["%.0f ms (%.0f%%)" % (sp[k], 100 * sp[k] / tot) if k in sp and tot else "-" for k in kinds]
+        print("| %s | %s | %s | %s | %s |" % (
+            cfg, num(r.get("training_gflops")), num(r.get("sgemm_peak_gflops")),
+            "%.0f%%" % (100 * r["fraction_of_sgemm_peak"]) if "fraction_of_sgemm_peak" in r else "-",
+            " | ".join(cells)))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(raw, f, indent=1)

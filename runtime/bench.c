@@ -3,12 +3,14 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
 #include "base/base.h"
+#include "llvm/jit.h"
 
 int rt_gemm_shapes(const Graph *g, int batch, RtGemmShape **out) {
     RtGemmShape *s = NULL;
@@ -17,7 +19,7 @@ int rt_gemm_shapes(const Graph *g, int batch, RtGemmShape **out) {
     for (int i = 0; i < end; i++) {
         const Node *nd = &g->nodes[i];
         const Shape *x = nd->nin ? &g->nodes[nd->in[0]].shape : NULL;
-        RtGemmShape cur = {0, 0, 0, 1};
+        RtGemmShape cur = {0, 0, 0, 1, false, false};
         if (nd->op == IR_CONV2D) {
             cur.m = (int64_t)batch * nd->shape.d[0] * nd->shape.d[1];
             cur.n = nd->shape.d[2];
@@ -29,10 +31,14 @@ int rt_gemm_shapes(const Graph *g, int batch, RtGemmShape **out) {
         } else {
             continue;
         }
-        int j = 0;
-        while (j < n && !(s[j].m == cur.m && s[j].n == cur.n && s[j].k == cur.k)) j++;
-        if (j < n) s[j].count++;
-        else VEC_PUSH(s, n, cap, cur);
+        RtGemmShape three[3] = {cur, {cur.m, cur.k, cur.n, 1, false, true}, {cur.k, cur.n, cur.m, 1, true, false}};
+        for (int t = 0; t < 3; t++) {
+            RtGemmShape c = three[t];
+            int j = 0;
+            while (j < n && !(s[j].m == c.m && s[j].n == c.n && s[j].k == c.k && s[j].ta == c.ta && s[j].tb == c.tb)) j++;
+            if (j < n) s[j].count++;
+            else VEC_PUSH(s, n, cap, c);
+        }
     }
     *out = s;
     return n;
@@ -41,14 +47,15 @@ int rt_gemm_shapes(const Graph *g, int batch, RtGemmShape **out) {
 typedef struct Part {
     const float *a, *b;
     float *c;
-    int64_t m, n, k;
+    int64_t m, n, k, lda, ldb;
+    bool ta, tb;
 } Part;
 
 static void *run_part(void *arg) {
     Part *p = arg;
     if (p->m > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p->m, (int)p->n, (int)p->k, 1.0f, p->a, (int)p->k,
-                    p->b, (int)p->n, 0.0f, p->c, (int)p->n);
+        jit_rt_sgemm(CblasRowMajor, p->ta ? CblasTrans : CblasNoTrans, p->tb ? CblasTrans : CblasNoTrans, (int)p->m,
+                     (int)p->n, (int)p->k, 1.0f, p->a, (int)p->lda, p->b, (int)p->ldb, 0.0f, p->c, (int)p->n);
     return NULL;
 }
 
@@ -76,7 +83,9 @@ double rt_sgemm_peak(const RtGemmShape *s, int n, int threads, int reps) {
             int64_t chunk = (s[i].m + threads - 1) / threads;
             for (int t = 0; t < threads; t++) {
                 int64_t m0 = t * chunk, m1 = m0 + chunk > s[i].m ? s[i].m : m0 + chunk;
-                parts[t] = (Part){a + m0 * s[i].k, b, c + m0 * s[i].n, m1 > m0 ? m1 - m0 : 0, s[i].n, s[i].k};
+                int64_t lda = s[i].ta ? s[i].m : s[i].k, ldb = s[i].tb ? s[i].k : s[i].n;
+                parts[t] = (Part){s[i].ta ? a + m0 : a + m0 * lda, b, c + m0 * s[i].n, m1 > m0 ? m1 - m0 : 0,
+                                  s[i].n, s[i].k, lda, ldb, s[i].ta, s[i].tb};
                 if (t) pthread_create(&th[t], NULL, run_part, &parts[t]);
             }
             run_part(&parts[0]);
@@ -91,7 +100,27 @@ double rt_sgemm_peak(const RtGemmShape *s, int n, int threads, int reps) {
     return secs > 0 ? flops / secs / 1e9 : 0;
 }
 
+bool rt_peak_rss_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return false;
+    bool ok = fputs("5", f) >= 0;   /* 5: reset the peak resident set size (Linux >= 4.0) */
+    return fclose(f) == 0 && ok;
+}
+
 size_t rt_peak_rss_bytes(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long kb = -1;
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+        fclose(f);
+        if (kb >= 0) return (size_t)kb * 1024;
+    }
+    return rt_process_peak_rss_bytes();
+}
+
+size_t rt_process_peak_rss_bytes(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
     return (size_t)ru.ru_maxrss * 1024;

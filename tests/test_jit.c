@@ -253,11 +253,11 @@ static void test_parallel_fill(void **state) {
     diag_free(&dl);
 }
 
-/* The parallel-for itself: both threads take part, chunks are aligned and
- * cover [0, n) exactly once. */
+/* The parallel-for itself: chunks are aligned and cover [0, n) exactly once,
+ * whichever thread runs them (the caller takes the chunks a busy worker has
+ * not claimed); GEMM-style calls (align > 1) make two chunks, loops up to 8. */
 typedef struct Chunks {
-    pthread_t who[2];
-    int64_t lo[2], hi[2];
+    int64_t lo[16], hi[16];
     int n;
     pthread_mutex_t mu;
 } Chunks;
@@ -265,13 +265,28 @@ typedef struct Chunks {
 static void record(void *ctx, int64_t lo, int64_t hi) {
     Chunks *c = ctx;
     pthread_mutex_lock(&c->mu);
-    if (c->n < 2) {
-        c->who[c->n] = pthread_self();
+    if (c->n < 16) {
         c->lo[c->n] = lo;
         c->hi[c->n] = hi;
     }
     c->n++;
     pthread_mutex_unlock(&c->mu);
+}
+
+/* The recorded chunks, sorted, tile [0, n) and start at multiples of align. */
+static void assert_tiles(Chunks *c, int64_t n, int64_t align) {
+    for (int i = 1; i < c->n; i++)
+        for (int j = i; j > 0 && c->lo[j - 1] > c->lo[j]; j--) {
+            int64_t t = c->lo[j]; c->lo[j] = c->lo[j - 1]; c->lo[j - 1] = t;
+            t = c->hi[j]; c->hi[j] = c->hi[j - 1]; c->hi[j - 1] = t;
+        }
+    assert_int_equal(c->lo[0], 0);
+    for (int i = 0; i < c->n; i++) {
+        assert_true(c->hi[i] > c->lo[i]);
+        assert_int_equal(c->lo[i] % align, 0);
+        if (i) assert_int_equal(c->lo[i], c->hi[i - 1]);
+    }
+    assert_int_equal(c->hi[c->n - 1], n);
 }
 
 static void test_parallel_for(void **state) {
@@ -281,12 +296,15 @@ static void test_parallel_for(void **state) {
         int64_t n = 1000 + rep;
         jit_rt_parallel_for(record, &c, n, 64);
         assert_int_equal(c.n, 2);
-        int a = c.lo[0] == 0 ? 0 : 1, b = 1 - a;
-        assert_int_equal(c.lo[a], 0);
-        assert_int_equal(c.hi[a], c.lo[b]);
-        assert_int_equal(c.hi[b], n);
-        assert_int_equal(c.lo[b] % 64, 0);
-        assert_false(pthread_equal(c.who[0], c.who[1]));
+        assert_tiles(&c, n, 64);
+        Chunks d = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        jit_rt_parallel_for(record, &d, n, 1);
+        assert_int_equal(d.n, 8);
+        assert_tiles(&d, n, 1);
+        Chunks e = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        jit_rt_parallel_for(record, &e, 3 + rep % 4, 1);   /* fewer units than chunks: one each */
+        assert_int_equal(e.n, 3 + rep % 4);
+        assert_tiles(&e, 3 + rep % 4, 1);
     }
     Chunks c = {.mu = PTHREAD_MUTEX_INITIALIZER};
     jit_rt_parallel_for(record, &c, 60, 64);   /* too small to split at 64 */

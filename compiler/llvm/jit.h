@@ -183,15 +183,47 @@ void jit_objects_free(JitObject *objs, int n);
 
 /* ---- runtime entry points JIT code calls (jit_runtime.c) -------------------------- */
 
-/* body(ctx, lo, hi) over [0, n) split into contiguous chunks across pxc's
- * compute threads (the caller plus one worker: two in all), waiting for all.
- * Chunks are aligned to `align` elements (0/1: none). Serial when n is small,
- * when called from inside a parallel region, or while another thread uses
- * the pool. */
+/* body(ctx, lo, hi) over [0, n) split into contiguous chunks (two when
+ * align > 1, as for GEMM rows; up to eight for loops) that pxc's compute
+ * threads (the caller plus one worker: two in all) claim one at a time; the
+ * caller runs whatever the worker has not claimed and returns when all are
+ * done. Chunks start at multiples of `align` (0/1: none). Serial when n is
+ * small, when called from inside a parallel region, or while another thread
+ * uses the pool. */
 typedef void (*JitRtBody)(void *ctx, int64_t lo, int64_t hi);
 void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align);
 /* Threads jit_rt_parallel_for uses (2). */
 int jit_rt_threads(void);
+/* cblas_sgemm (row-major only; order is passed through), in blocks of
+ * JIT_RT_GEMM_MBLOCK rows when m >= 2 blocks and n < JIT_RT_GEMM_NARROW:
+ * what JIT kernels call for KS_GEMM. */
+#define JIT_RT_GEMM_MBLOCK 1024
+#define JIT_RT_GEMM_NARROW 512
+void jit_rt_sgemm(int32_t order, int32_t ta, int32_t tb, int32_t m, int32_t n, int32_t k, float alpha, const float *a,
+                  int32_t lda, const float *b, int32_t ldb, float beta, float *c, int32_t ldc);
+
+/* The opt-in time split by kernel kind. Every step of a JIT entry calls
+ * jit_rt_prof_begin before its kernel and jit_rt_prof_end(kind, t0) after;
+ * both return at once while profiling is off (the default), so the split
+ * costs two calls per step. jit_rt_profile(true) zeroes the totals and turns
+ * it on; jit_rt_prof_read copies the seconds and calls per kind. A kernel's
+ * kind comes from its name (kernel IR: k<i>_<stem>), jit_kernel_kind. */
+typedef enum JitKernelKind {
+    JIT_KIND_GEMM,      /* cblas_sgemm */
+    JIT_KIND_PACK,      /* im2col packing and col2im */
+    JIT_KIND_EW,        /* fused element-wise loops, bias/gain reductions, fills */
+    JIT_KIND_WNORM,     /* weight normalisation and its gradient */
+    JIT_KIND_LOSS,      /* the mixture likelihood, its gradient, the sum */
+    JIT_KIND_OTHER,     /* init and anything else */
+    JIT_KIND_COUNT
+} JitKernelKind;
+JitKernelKind jit_kernel_kind(const char *kernel_name);
+const char *jit_kernel_kind_name(JitKernelKind k);
+void jit_rt_profile(bool on);
+void jit_rt_prof_read(double seconds[JIT_KIND_COUNT], int64_t calls[JIT_KIND_COUNT]);
+int64_t jit_rt_prof_begin(void);
+void jit_rt_prof_end(int32_t kind, int64_t t0);
+
 /* pxc_uniform of pxc_model.h as a callable function. */
 float jit_rt_uniform(uint64_t seed, uint32_t stream, uint64_t index);
 

@@ -16,7 +16,8 @@
  *     `f.chunk<i>(n, seed, p..., lo, hi)` (noalias params, its own locals)
  *     and run through jit_rt_parallel_for over pxc's two threads, or called
  *     directly when the loop is too small to be worth a second thread.
- *   - KS_GEMM calls cblas_sgemm; large ones split M over the two threads
+ *   - KS_GEMM calls cblas_sgemm through jit_rt_sgemm (which blocks tall,
+ *     narrow products by rows); large ones split M over the two threads
  *     (OpenBLAS at one thread, set by jit_add_runtime_symbols).
  *   - locals are allocas in the entry block (promoted to registers).
  */
@@ -35,7 +36,7 @@
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
  * cache key includes it (and the build times of this file and jit_ir.c, so
  * a rebuilt pxc never trusts objects an older printer made). */
-#define JIT_CODEGEN_VERSION 1
+#define JIT_CODEGEN_VERSION 3
 
 /* A parallel loop runs serially below this many (estimated) inner iterations. */
 #define PAR_MIN_WORK 8192
@@ -522,7 +523,7 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
 static LLVMValueRef declare_sgemm(JitIR *ir) {
     LLVMTypeRef i32 = ir->t_i32, f32 = ir->t_f32, pf = ir->t_pf32;
     LLVMTypeRef ps[14] = {i32, i32, i32, i32, i32, i32, f32, pf, i32, pf, i32, f32, pf, i32};
-    return jir_declare(ir, "cblas_sgemm", ir->t_void, ps, 14);
+    return jir_declare(ir, "jit_rt_sgemm", ir->t_void, ps, 14);   /* cblas_sgemm, M-blocked (jit.h) */
 }
 
 /* cblas_sgemm(RowMajor, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc) with i64 m, n, k. */
@@ -802,7 +803,12 @@ static bool print_entry(JitIR *ir, const KirProgram *prog, KirEntryKind k, DiagL
             LLVMValueRef a = buf_addr(&e, st->args[i], dl, &ok);
             args[2 + i] = LLVMBuildBitCast(b, a, ptr_ty(ir, fn->params[i].elem), "");
         }
+        /* t0 = jit_rt_prof_begin(); kernel(...); jit_rt_prof_end(kind, t0): the opt-in split */
+        LLVMValueRef t0 = jir_call(ir, jir_declare(ir, "jit_rt_prof_begin", i64, NULL, 0), NULL, 0);
         jir_call(ir, kernel_decl(ir, fn), args, fn->nparams + 2);
+        LLVMTypeRef pe[2] = {i32, i64};
+        LLVMValueRef pa[2] = {jir_i32(ir, (int32_t)jit_kernel_kind(fn->name)), t0};
+        jir_call(ir, jir_declare(ir, "jit_rt_prof_end", ir->t_void, pe, 2), pa, 2);
         free(args);
         if (after) {
             LLVMBuildBr(b, after);
