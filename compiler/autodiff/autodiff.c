@@ -83,9 +83,10 @@ static void ad_vjp_wnorm(Ad *ad, int y, int dy) {
     }
 }
 
-/* y = conv(x, w) + b: dx is the transposed convolution, dw the correlation
- * of x with dy, db the sum of dy over everything but channels. */
-static void ad_vjp_conv2d(Ad *ad, int y, int dy) {
+/* y = conv(x, w) + b (or its transposed twin): dx is the transposed
+ * operation, dw the correlation of x with dy, db the sum of dy over
+ * everything but channels. The two ops differ only in their gradient ops. */
+static void vjp_conv_like(Ad *ad, int y, int dy, OpKind dx_op, OpKind dw_op) {
     Node f = *nd(ad, y);
     int x = f.in[0], w = f.in[1];
     Attrs a = f.a;
@@ -93,12 +94,12 @@ static void ad_vjp_conv2d(Ad *ad, int y, int dy) {
     if (needs(ad, x)) {
         int in[2] = {dy, w};
         a.ref_shape = nd(ad, x)->shape;
-        accum(ad, x, emit(ad, y, IR_CONV2D_DX, in, 2, &a));
+        accum(ad, x, emit(ad, y, dx_op, in, 2, &a));
     }
     if (needs(ad, w)) {
         int in[2] = {x, dy};
         a.ref_shape = nd(ad, w)->shape;
-        accum(ad, w, emit(ad, y, IR_CONV2D_DW, in, 2, &a));
+        accum(ad, w, emit(ad, y, dw_op, in, 2, &a));
     }
     if (f.nin > 2 && needs(ad, f.in[2])) {
         int in[1] = {dy};
@@ -106,26 +107,9 @@ static void ad_vjp_conv2d(Ad *ad, int y, int dy) {
     }
 }
 
-static void ad_vjp_deconv2d(Ad *ad, int y, int dy) {
-    Node f = *nd(ad, y);
-    int x = f.in[0], w = f.in[1];
-    Attrs a = f.a;
-    a.init_scale = 0;
-    if (needs(ad, x)) {
-        int in[2] = {dy, w};
-        a.ref_shape = nd(ad, x)->shape;
-        accum(ad, x, emit(ad, y, IR_DECONV2D_DX, in, 2, &a));
-    }
-    if (needs(ad, w)) {
-        int in[2] = {x, dy};
-        a.ref_shape = nd(ad, w)->shape;
-        accum(ad, w, emit(ad, y, IR_DECONV2D_DW, in, 2, &a));
-    }
-    if (f.nin > 2 && needs(ad, f.in[2])) {
-        int in[1] = {dy};
-        accum(ad, f.in[2], emit(ad, y, IR_BIAS_GRAD, in, 1, NULL));
-    }
-}
+static void ad_vjp_conv2d(Ad *ad, int y, int dy) { vjp_conv_like(ad, y, dy, IR_CONV2D_DX, IR_CONV2D_DW); }
+
+static void ad_vjp_deconv2d(Ad *ad, int y, int dy) { vjp_conv_like(ad, y, dy, IR_DECONV2D_DX, IR_DECONV2D_DW); }
 
 /* y[i,j] = x[i-dy, j-dx]: dx[i,j] = dy[i+dy, j+dx], the opposite shift. */
 static void ad_vjp_shift(Ad *ad, int y, int dy) {
