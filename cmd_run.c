@@ -531,19 +531,21 @@ static int load_weights(const Opts *o, const Loaded *L, const pxc_model *m, RtCh
     return 0;
 }
 
+/* parse_opts for a command that reads a checkpoint: --checkpoint is
+ * required. On failure o's buffers are freed and the exit status returned. */
+static int parse_opts_with_checkpoint(int argc, char **argv, int which, Opts *o) {
+    int rc = parse_opts(argc, argv, which, o);
+    if (!rc && !o->checkpoint) rc = usage_error(o, "needs --checkpoint C (a checkpoint file or a run directory)");
+    if (rc) free(o->sets);
+    return rc;
+}
+
 /* ---- pxc eval ------------------------------------------------------------------------------ */
 
 static int eval_main(int argc, char **argv) {
     Opts o;
-    int rc = parse_opts(argc, argv, C_EVAL, &o);
-    if (rc) {
-        free(o.sets);
-        return rc;
-    }
-    if (!o.checkpoint) {
-        free(o.sets);
-        return usage_error(&o, "needs --checkpoint C (a checkpoint file or a run directory)");
-    }
+    int rc = parse_opts_with_checkpoint(argc, argv, C_EVAL, &o);
+    if (rc) return rc;
     RtDataset ds = {0};
     RtCheckpoint ck = {0};
     pxc_model *m = NULL;
@@ -635,15 +637,8 @@ static void sample_progress(void *ctx, int64_t done, int64_t total) {
 
 int cmd_sample(int argc, char **argv) {
     Opts o;
-    int rc = parse_opts(argc, argv, C_SAMPLE, &o);
-    if (rc) {
-        free(o.sets);
-        return rc;
-    }
-    if (!o.checkpoint) {
-        free(o.sets);
-        return usage_error(&o, "needs --checkpoint C (a checkpoint file or a run directory)");
-    }
+    int rc = parse_opts_with_checkpoint(argc, argv, C_SAMPLE, &o);
+    if (rc) return rc;
     RtCheckpoint ck = {0};
     pxc_model *m = NULL;
     char *path = NULL;
