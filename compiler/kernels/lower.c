@@ -7,7 +7,11 @@
  *
  *   pointwise MAT      one pass: rows of the image in parallel, the node's
  *                      whole inlined expression per channel segment
- *   conv2d             im2col pack (causal padding folded in, the input's
+ *   conv2d (stride 1, cout % 16 == 0, several taps)   a pad pack (the input
+ *                      once, with its padding as zero borders; the inlined
+ *                      expression folded in as below) + a direct convolution
+ *                      (KS_CONV) reading it in place
+ *   conv2d (others)    im2col pack (causal padding folded in, the input's
  *                      inlined expression — concat_elu — folded into the
  *                      pack; a dropout, a hash per element, is computed
  *                      once into scratch first, as the pack repeats every
@@ -721,6 +725,58 @@ static void build_gemm(KB *kb, void *vctx) {
 
 static void gemm(Lower *L, GemmCtx gc, const char *note) { emit_kernel(L, "gemm", build_gemm, &gc, note); }
 
+/* ---- direct convolutions ---------------------------------------------------------------------- */
+
+/* KS_CONV over a zero-bordered input x [n, Hp, Wp, cin] (a pad pack). */
+typedef struct ConvCtx {
+    int form;                  /* KIR_CONV_FORWARD: y written; KIR_CONV_WGRAD: w written */
+    int x, w, y;               /* buffers */
+    int64_t Ho, Wo, Hp, Wp, kh, kw, cin, cout;
+    float beta;
+    int note_node;
+} ConvCtx;
+
+static void build_conv(KB *kb, void *vctx) {
+    ConvCtx *cc = vctx;
+    Lower *L = kb->L;
+    if (cc->note_node >= 0) kb_note(kb, cc->note_node);
+    bool fwd = cc->form == KIR_CONV_FORWARD;
+    KirConv k;
+    memset(&k, 0, sizeof k);
+    k.form = cc->form;
+    k.x = kb_arg(kb, cc->x, false, "x");
+    k.w = kb_arg(kb, cc->w, !fwd, "w");
+    k.y = kb_arg(kb, cc->y, fwd, "y");
+    k.images = kir_batch(P);
+    k.Ho = cc->Ho, k.Wo = cc->Wo, k.Hp = cc->Hp, k.Wp = cc->Wp, k.kh = cc->kh, k.kw = cc->kw;
+    k.cin = cc->cin, k.cout = cc->cout, k.beta = cc->beta;
+    kir_conv(P, kb->fn, &k);
+}
+
+/* Does a conv2d with these attributes and cout output channels run as a
+ * direct convolution (stride 1, several taps, padding within the kernel,
+ * cout a multiple of 16)? The rest keeps im2col + sgemm. */
+static bool direct_conv(const Lower *L, const Attrs *a, int64_t cout) {
+    if (L->opt.no_direct_conv) return false;
+    return a->stride == 1 && a->kh * a->kw > 1 && cout % 16 == 0 && a->pad_t >= 0 && a->pad_t < a->kh &&
+           a->pad_b >= 0 && a->pad_b < a->kh && a->pad_l >= 0 && a->pad_l < a->kw && a->pad_r >= 0 &&
+           a->pad_r < a->kw;
+}
+
+/* The conv's input with its padding as zero borders: [n, Ho+kh-1, Wo+kw-1, C]
+ * (the pack with a 1x1 window; cached like any pack). */
+static int pad_pack(Lower *L, int src, const Attrs *a, int64_t Ho, int64_t Wo, int for_node, const char *note) {
+    const Shape *s = &ND(L, src)->shape;
+    PackGeo g = {(int)(Ho + a->kh - 1), (int)(Wo + a->kw - 1), 1, 1, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1]};
+    return pack(L, src, &g, for_node, note);
+}
+
+static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t Ho, int64_t Wo, int64_t cin,
+                        int64_t cout, float beta, int note_node) {
+    ConvCtx c = {form, x, w, y, Ho, Wo, Ho + a->kh - 1, Wo + a->kw - 1, a->kh, a->kw, cin, cout, beta, note_node};
+    return c;
+}
+
 /* out[p, o] = bias[o] for every pixel (before a GEMM with beta 1). */
 typedef struct FillCtx {
     int out, bias_node;
@@ -1345,7 +1401,10 @@ static void emit_conv(Lower *L, int i, const char *note) {
     bool init = L->entry == KE_INIT && is_init_layer(L, i);
     int A;
     int64_t lda;
-    if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
+    bool direct = direct_conv(L, a, O);
+    if (direct) {
+        A = pad_pack(L, x, a, Ho, Wo, i, note), lda = 0;
+    } else if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
         A = L->val[x].buf, lda = C;
     } else {
         PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1]};
@@ -1364,9 +1423,14 @@ static void emit_conv(Lower *L, int i, const char *note) {
     }
     if (other >= 0) {
         NodeVal *ov = &L->val[other];
-        GemmCtx gc = gemm_ctx(A, wb, ov->buf, i);
-        gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = 1;
-        gemm(L, gc, note);
+        if (direct) {
+            ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, ov->buf, a, Ho, Wo, C, O, 1, i);
+            emit_kernel(L, "conv", build_conv, &cc, note);
+        } else {
+            GemmCtx gc = gemm_ctx(A, wb, ov->buf, i);
+            gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = 1;
+            gemm(L, gc, note);
+        }
         NodeVal *sv = &L->val[sum];
         *sv = *ov;
         if (b >= 0) sv->bias[sv->nbias++] = b;
@@ -1381,9 +1445,14 @@ static void emit_conv(Lower *L, int i, const char *note) {
         emit_kernel(L, "fill_bias", build_fill_bias, &f, note);
         beta = 1;
     }
-    GemmCtx gc = gemm_ctx(A, wb, out, i);
-    gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = beta;
-    gemm(L, gc, note);
+    if (direct) {
+        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, out, a, Ho, Wo, C, O, beta, i);
+        emit_kernel(L, "conv", build_conv, &cc, note);
+    } else {
+        GemmCtx gc = gemm_ctx(A, wb, out, i);
+        gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = beta;
+        gemm(L, gc, note);
+    }
     NodeVal *v = &L->val[i];
     v->buf = out;
     if (init) run_init(L, i, out, false, note);
