@@ -20,6 +20,11 @@
  *   nin (1x1 conv)     sgemm straight on the input buffer when it is one
  *   deconv2d           sgemm to columns + a gather (col2im) that adds bias
  *   conv2d_dx          sgemm with w^T + gather;   conv2d_dw: pack + sgemm A^T
+ *                      (direct ones: conv2d_dw is a KS_CONV weight gradient
+ *                      on the forward's pad pack and dy; conv2d_dx, when the
+ *                      input has a multiple of 16 channels, a KS_CONV
+ *                      forward of dy zero-bordered on the opposite sides
+ *                      with the weight's taps flipped, channels swapped)
  *   deconv2d_dx / _dw  pack of dy + sgemm (the two share the pack)
  *   wnorm              per-channel norms + scaling; wnorm_dv/dg fused
  *   bias_grad, class_bias_dhw   reductions (float64 accumulators)
@@ -771,6 +776,29 @@ static int pad_pack(Lower *L, int src, const Attrs *a, int64_t Ho, int64_t Wo, i
     return pack(L, src, &g, for_node, note);
 }
 
+/* wt[((a*kw + d)*O + o)*C + c] = w[(((kh-1-a)*kw + kw-1-d)*C + c)*O + o]: the weight
+ * of the input gradient as a forward convolution (taps flipped, channels swapped). */
+typedef struct FlipCtx {
+    int w, out;
+    int64_t taps, C, O;
+    int note_node;
+} FlipCtx;
+
+static void build_wflip(KB *kb, void *vctx) {
+    FlipCtx *fc_ = vctx;
+    Lower *L = kb->L;
+    kb_note(kb, fc_->note_node);
+    int src = kb_arg(kb, fc_->w, false, "w"), dst = kb_arg(kb, fc_->out, true, "wt");
+    KirStmt *lt = kir_loop(P, kb->fn, NULL, ic(L, 0), ic(L, fc_->taps), 0);
+    KirStmt *lo = kir_loop(P, kb->fn, lt, ic(L, 0), ic(L, fc_->O), 0);
+    KirStmt *lc = kir_loop(P, kb->fn, lo, ic(L, 0), ic(L, fc_->C), 0);
+    KirExpr *t = kir_var(P, kir_loop_var(lt)), *o = kir_var(P, kir_loop_var(lo)), *c = kir_var(P, kir_loop_var(lc));
+    KirExpr *flipped = kir_op2(P, KX_SUB, ic(L, fc_->taps - 1), t);
+    KirExpr *si = iadd(L, imulc(L, iadd(L, imulc(L, flipped, fc_->C), c), fc_->O), o);
+    KirExpr *di = iadd(L, imulc(L, iadd(L, imulc(L, t, fc_->O), o), fc_->C), c);
+    kir_store(P, kb->fn, lc, dst, di, kir_load(P, kb->fn, src, si));
+}
+
 static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t Ho, int64_t Wo, int64_t cin,
                         int64_t cout, float beta, int note_node) {
     ConvCtx c = {form, x, w, y, Ho, Wo, Ho + a->kh - 1, Wo + a->kw - 1, a->kh, a->kw, cin, cout, beta, note_node};
@@ -1495,6 +1523,23 @@ static void emit_conv_dx(Lower *L, int i, const char *note) {
     int64_t H = nd->shape.d[0], W = nd->shape.d[1], C = nd->shape.d[2], K2 = (int64_t)a->kh * a->kw * C;
     int wb = weight_buf(L, nd->in[1], i);
     if (wb < 0) return;
+    if (direct_conv(L, a, O) && C % 16 == 0) {
+        /* the gather form: dx = a forward convolution of dy, zero-bordered on
+         * the opposite sides, with the flipped, transposed weight */
+        Attrs fa = *a;
+        fa.pad_t = a->kh - 1 - a->pad_t, fa.pad_b = a->kh - 1 - a->pad_b;
+        fa.pad_l = a->kw - 1 - a->pad_l, fa.pad_r = a->kw - 1 - a->pad_r;
+        int Dp = pad_pack(L, dy, &fa, H, W, i, note);
+        int wt = new_arena_buf(L, "flipped weight", i, 4LL * a->kh * a->kw * C * O, false);
+        FlipCtx fl = {wb, wt, (int64_t)a->kh * a->kw, C, O, i};
+        emit_kernel(L, "pack_weight", build_wflip, &fl, note);
+        int out = value_buf(L, i, NULL);
+        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, Dp, wt, out, &fa, H, W, O, C, 0, i);
+        emit_kernel(L, "conv", build_conv, &cc, note);
+        L->val[i].kind = NV_BUF;
+        L->val[i].buf = out;
+        return;
+    }
     int D = dense(L, dy, i, note);
     int out = value_buf(L, i, NULL);
     if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a)) {
@@ -1520,6 +1565,17 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
     int x = nd->in[0], dy = nd->in[1];
     const Shape *xs = &ND(L, x)->shape, *ds = &ND(L, dy)->shape;
     int64_t C = xs->d[2], Ho = ds->d[0], Wo = ds->d[1], O = ds->d[2], K2 = (int64_t)a->kh * a->kw * C;
+    if (direct_conv(L, a, O)) {
+        /* dw[a,d,c,o] = sum over pixels of x_padded[pixel + (a,d), c] * dy[pixel, o], x read in place */
+        int X = pad_pack(L, x, a, Ho, Wo, i, note);
+        int D = dense(L, dy, i, note);
+        int out = value_buf(L, i, NULL);
+        ConvCtx cc = conv_ctx(KIR_CONV_WGRAD, X, out, D, a, Ho, Wo, C, O, 0, i);
+        emit_kernel(L, "conv", build_conv, &cc, note);
+        L->val[i].kind = NV_BUF;
+        L->val[i].buf = out;
+        return;
+    }
     int A;
     if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
         A = L->val[x].buf;
