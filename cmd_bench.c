@@ -35,7 +35,9 @@
 
 static const char *bench_usage =
     "usage: pxc bench SPEC [--set k=v]... [--batch B] [--steps N] [--warmup W] [--seed S]\n"
-    "                 [--backend auto|ref|jit] [--check-images N] [--json]\n";
+    "                 [--backend auto|ref|jit] [--check-images N] [--profile [N]] [--json]\n"
+    "  --profile [N]  per call site (a kernel call of an entry, with its YAML note): calls, ms, GFLOP/s or\n"
+    "                 GB/s of the measured steps, the N costliest (default 25) and the same by kernel\n";
 
 static double now_s(void) {
     struct timespec t;
@@ -73,12 +75,98 @@ static bool parse_pos(const char *s, long lo, long *out) {
     return true;
 }
 
+/* ---- the per-site profile (--profile) ---------------------------------------------------- */
+
+static const char *entry_label(int e) {
+    static const char *const names[] = {"forward", "backward", "loss", "init"};
+    return e >= 0 && e < 4 ? names[e] : "?";
+}
+
+static const JitProfRow *sort_rows;
+static int cmp_site(const void *a, const void *b) {
+    double x = sort_rows[*(const int *)a].seconds, y = sort_rows[*(const int *)b].seconds;
+    return x > y ? -1 : x < y;
+}
+
+/* Indices of rows, costliest first. */
+static int *profile_order(const JitProfRow *rows, int n) {
+    int *ord = xmalloc(sizeof(int) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) ord[i] = i;
+    sort_rows = rows;
+    qsort(ord, (size_t)n, sizeof *ord, cmp_site);
+    return ord;
+}
+
+/* "123.4 GFLOP/s" for GEMMs and convolutions, else the argument bytes' "12.3 GB/s". */
+static void rate(char *out, size_t len, double flops, double bytes, double seconds) {
+    if (seconds <= 0) snprintf(out, len, "-");
+    else if (flops > 0) snprintf(out, len, "%6.1f GFLOP/s", flops / seconds / 1e9);
+    else snprintf(out, len, "%6.1f GB/s   ", bytes / seconds / 1e9);
+}
+
+static void print_profile(JitProfRow *rows, int n, int top, long steps, long batch, double step_s) {
+    double total = 0;
+    for (int i = 0; i < n; i++) total += rows[i].seconds;
+    int *ord = profile_order(rows, n);
+    printf("  call sites, costliest first (ms per measured step; GEMM/conv GFLOP/s, else GB/s of the argument buffers):\n");
+    printf("    %8s %6s %6s %-15s  %-9s %-20s %s\n", "ms", "%", "calls", "rate", "entry", "kernel", "note");
+    double shown = 0;
+    int i = 0;
+    for (; i < n && i < top && rows[ord[i]].calls > 0; i++) {
+        const JitProfRow *r = &rows[ord[i]];
+        double fl = (r->flops0 + r->flops_n * (double)batch) * (double)r->calls;
+        double by = (r->bytes0 + r->bytes_n * (double)batch) * (double)r->calls;
+        char rt[32];
+        rate(rt, sizeof rt, fl, by, r->seconds);
+        printf("    %8.2f %5.1f%% %6.0f %-15s  %-9s %-20s %s\n", 1e3 * r->seconds / (double)steps,
+               100 * r->seconds / (double)steps / step_s, (double)r->calls / (double)steps, rt, entry_label(r->entry),
+               r->kernel, r->note);
+        shown += r->seconds;
+    }
+    int rest = 0;
+    for (int k = i; k < n; k++) rest += rows[ord[k]].calls > 0;
+    if (rest) printf("    %8.2f %5.1f%%   (%d more call sites)\n", 1e3 * (total - shown) / (double)steps,
+                     100 * (total - shown) / (double)steps / step_s, rest);
+    /* the same by kernel (a kernel serves every site that calls it) */
+    typedef struct { const char *kernel; double s, fl, by, calls; int sites; } Agg;
+    Agg *ag = xcalloc((size_t)n + 1, sizeof *ag);
+    int na = 0;
+    for (int k = 0; k < n; k++) {
+        const JitProfRow *r = &rows[ord[k]];
+        if (r->calls <= 0) continue;
+        int a = 0;
+        while (a < na && strcmp(ag[a].kernel, r->kernel)) a++;
+        if (a == na) ag[na++].kernel = r->kernel;
+        ag[a].s += r->seconds;
+        ag[a].fl += (r->flops0 + r->flops_n * (double)batch) * (double)r->calls;
+        ag[a].by += (r->bytes0 + r->bytes_n * (double)batch) * (double)r->calls;
+        ag[a].calls += (double)r->calls;
+        ag[a].sites++;
+    }
+    for (int a = 1; a < na; a++)   /* insertion sort by time, costliest first */
+        for (int b = a; b > 0 && ag[b].s > ag[b - 1].s; b--) {
+            Agg t = ag[b];
+            ag[b] = ag[b - 1], ag[b - 1] = t;
+        }
+    printf("  kernels, costliest first:\n");
+    printf("    %8s %6s %6s %-15s  %-20s %s\n", "ms", "%", "calls", "rate", "kernel", "sites");
+    for (int a = 0; a < na && a < top; a++) {
+        char rt[32];
+        rate(rt, sizeof rt, ag[a].fl, ag[a].by, ag[a].s);
+        printf("    %8.2f %5.1f%% %6.0f %-15s  %-20s %d\n", 1e3 * ag[a].s / (double)steps,
+               100 * ag[a].s / (double)steps / step_s, ag[a].calls / (double)steps, rt, ag[a].kernel, ag[a].sites);
+    }
+    free(ag);
+    free(ord);
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *spec = NULL;
     const char **sets = xcalloc((size_t)argc, sizeof(char *));
     int nsets = 0;
     long batch = 16, steps = 5, warmup = 2, seed = 1, check_images = -1;
     bool json = false;
+    long profile = 0;   /* --profile: rows to print (0: no per-site profile) */
     RtBackend backend = RT_BACKEND_AUTO;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -103,6 +191,9 @@ int cmd_bench(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--profile")) {
+            profile = 25;
+            if (v && parse_pos(v, 1, &profile)) i++;
         } else if (!strcmp(a, "--backend")) {
             int b = v ? rt_backend_from_name(v) : -1;
             if (b < 0) {
@@ -228,6 +319,8 @@ int cmd_bench(int argc, char **argv) {
     double *to = xcalloc((size_t)total, sizeof(double)), *ts = xcalloc((size_t)total, sizeof(double));
     double first_loss = NAN;
     bool split = chosen == RT_BACKEND_JIT;
+    JitProfRow *sites = NULL;
+    int nsites = 0;
     for (int s = 0; s < total; s++) {
         if (split && s == warmup) jit_rt_profile(true);   /* the measured steps only */
         uint64_t sd = rt_step_seed((uint64_t)seed, s + 1);
@@ -249,6 +342,7 @@ int cmd_bench(int argc, char **argv) {
     int64_t kind_calls[JIT_KIND_COUNT] = {0};
     if (split) {
         jit_rt_prof_read(kind_s, kind_calls);
+        if (profile) nsites = jit_model_profile(m, &sites);
         jit_rt_profile(false);
     }
     double opt_mean = 0, step_mean = 0;
@@ -306,6 +400,26 @@ int cmd_bench(int argc, char **argv) {
                 for (int k = 0; k < JIT_KIND_COUNT; k++) calls += (double)kind_calls[k] / (double)steps;
                 cJSON_SetNumberValue(cJSON_GetObjectItem(o, "kernel_calls_per_step"), calls);
             }
+            if (nsites > 0) {
+                cJSON *pa = cJSON_AddArrayToObject(o, "profile");
+                int *ord = profile_order(sites, nsites);
+                for (int i = 0; i < nsites && sites[ord[i]].calls > 0; i++) {
+                    const JitProfRow *r = &sites[ord[i]];
+                    cJSON *e = cJSON_CreateObject();
+                    cJSON_AddStringToObject(e, "entry", entry_label(r->entry));
+                    cJSON_AddNumberToObject(e, "step", r->step);
+                    cJSON_AddStringToObject(e, "kernel", r->kernel);
+                    cJSON_AddStringToObject(e, "note", r->note);
+                    cJSON_AddStringToObject(e, "kind", jit_kernel_kind_name(r->kind));
+                    cJSON_AddNumberToObject(e, "calls_per_step", (double)r->calls / (double)steps);
+                    cJSON_AddNumberToObject(e, "ms_per_step", 1e3 * r->seconds / (double)steps);
+                    double fl = r->flops0 + r->flops_n * (double)batch, by = r->bytes0 + r->bytes_n * (double)batch;
+                    cJSON_AddNumberToObject(e, "flops_per_call", fl);
+                    cJSON_AddNumberToObject(e, "bytes_per_call", by);
+                    cJSON_AddItemToArray(pa, e);
+                }
+                free(ord);
+            }
             if (!isnan(rel)) {
                 cJSON_AddNumberToObject(o, "check_images", (double)ncheck);
                 cJSON_AddNumberToObject(o, "check_loss_nats", our_loss);
@@ -342,6 +456,7 @@ int cmd_bench(int argc, char **argv) {
                 printf("    %-12s %9.2f ms  %5.1f%%\n", "unattributed", 1e3 * (step_mean - att),
                        100 * (step_mean - att) / step_mean);
             }
+            if (nsites > 0) print_profile(sites, nsites, (int)profile, steps, batch, step_mean);
         }
     }
     free(tf), free(tb), free(to), free(ts);

@@ -202,12 +202,19 @@ int jit_rt_threads(void);
 void jit_rt_sgemm(int32_t order, int32_t ta, int32_t tb, int32_t m, int32_t n, int32_t k, float alpha, const float *a,
                   int32_t lda, const float *b, int32_t ldb, float beta, float *c, int32_t ldc);
 
-/* The opt-in time split by kernel kind. Every step of a JIT entry calls
- * jit_rt_prof_begin before its kernel and jit_rt_prof_end(kind, t0) after;
- * both return at once while profiling is off (the default), so the split
+/* The opt-in profile: by kernel kind and by call site. Every step of a JIT
+ * entry calls jit_rt_prof_begin before its kernel and
+ * jit_rt_prof_end(kind, site, t0) after (site = entry << 20 | step index);
+ * both return at once while profiling is off (the default), so the profile
  * costs two calls per step. jit_rt_profile(true) zeroes the totals and turns
- * it on; jit_rt_prof_read copies the seconds and calls per kind. A kernel's
- * kind comes from its name (kernel IR: k<i>_<stem>), jit_kernel_kind. */
+ * it on; jit_rt_prof_read copies the seconds and calls per kind,
+ * jit_rt_prof_site those of one call site (false past the table: entries
+ * beyond JIT_PROF_ENTRIES or steps beyond JIT_PROF_MAX_STEPS count in the
+ * kinds only). The counters are the process's: profile one model at a time.
+ * A kernel's kind comes from its name (kernel IR: k<i>_<stem>),
+ * jit_kernel_kind. jit_model_profile (below) names the sites. */
+#define JIT_PROF_ENTRIES 4
+#define JIT_PROF_MAX_STEPS 16384
 typedef enum JitKernelKind {
     JIT_KIND_GEMM,      /* cblas_sgemm */
     JIT_KIND_CONV,      /* direct convolutions (KS_CONV) */
@@ -223,9 +230,29 @@ const char *jit_kernel_kind_name(JitKernelKind k);
 void jit_rt_profile(bool on);
 void jit_rt_prof_read(double seconds[JIT_KIND_COUNT], int64_t calls[JIT_KIND_COUNT]);
 int64_t jit_rt_prof_begin(void);
-void jit_rt_prof_end(int32_t kind, int64_t t0);
+void jit_rt_prof_end(int32_t kind, int32_t site, int64_t t0);
+bool jit_rt_prof_site(int entry, int step, double *seconds, int64_t *calls);
 
 /* pxc_uniform of pxc_model.h as a callable function. */
 float jit_rt_uniform(uint64_t seed, uint32_t stream, uint64_t index);
+
+/* One call site of a JIT model (a step of an entry) and what the profile
+ * measured there (jit_rt_profile): for `pxc bench --profile`. The work of a
+ * call at batch n is flops0 + flops_n * n floating-point operations (GEMMs
+ * and direct convolutions, 2 per multiply-add; 0 for other kernels) and
+ * bytes0 + bytes_n * n bytes: the sizes of its argument buffers, each
+ * counted once (a lower bound of its memory traffic). */
+typedef struct JitProfRow {
+    int entry, step;          /* KirEntryKind, step index */
+    const char *kernel;       /* KirFunc.name */
+    const char *note;         /* KirStep.note ("" when none) */
+    JitKernelKind kind;
+    double flops0, flops_n, bytes0, bytes_n;
+    int64_t calls;            /* measured since jit_rt_profile(true) */
+    double seconds;
+} JitProfRow;
+/* Every call site of m with its measured calls and seconds (valid while m
+ * lives); the count, or -1 when m does not come from jit_compile. */
+int jit_model_profile(const struct pxc_model *m, JitProfRow **rows);
 
 #endif

@@ -34,6 +34,7 @@
 #include "../../runtime/pxc_model.h"
 #include "../kernels/kir.h"
 #include "jit_ir.h"
+#include "jit_prof.h"
 
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
  * cache key includes it (and the build times of this file and jit_ir.c, so
@@ -824,12 +825,12 @@ static bool print_entry(JitIR *ir, const KirProgram *prog, KirEntryKind k, DiagL
             LLVMValueRef a = buf_addr(&e, st->args[i], dl, &ok);
             args[2 + i] = LLVMBuildBitCast(b, a, ptr_ty(ir, fn->params[i].elem), "");
         }
-        /* t0 = jit_rt_prof_begin(); kernel(...); jit_rt_prof_end(kind, t0): the opt-in split */
+        /* t0 = jit_rt_prof_begin(); kernel(...); jit_rt_prof_end(kind, site, t0): the opt-in profile */
         LLVMValueRef t0 = jir_call(ir, jir_declare(ir, "jit_rt_prof_begin", i64, NULL, 0), NULL, 0);
         jir_call(ir, kernel_decl(ir, fn), args, fn->nparams + 2);
-        LLVMTypeRef pe[2] = {i32, i64};
-        LLVMValueRef pa[2] = {jir_i32(ir, (int32_t)jit_kernel_kind(fn->name)), t0};
-        jir_call(ir, jir_declare(ir, "jit_rt_prof_end", ir->t_void, pe, 2), pa, 2);
+        LLVMTypeRef pe[3] = {i32, i32, i64};
+        LLVMValueRef pa[3] = {jir_i32(ir, (int32_t)jit_kernel_kind(fn->name)), jir_i32(ir, (int32_t)k << 20 | si), t0};
+        jir_call(ir, jir_declare(ir, "jit_rt_prof_end", ir->t_void, pe, 3), pa, 3);
         free(args);
         if (after) {
             LLVMBuildBr(b, after);
@@ -904,6 +905,8 @@ typedef struct ModelImpl {
     char **names;
     int nnames;
     JitTimings timings;
+    JitProfRow *sites;   /* the profile's call sites (jit_prof.c) */
+    int nsites;
 } ModelImpl;
 
 static void model_release(pxc_model *m) {
@@ -914,6 +917,7 @@ static void model_release(pxc_model *m) {
         for (int i = 0; i < impl->nnames; i++) free(impl->names[i]);
         free(impl->names);
         free(impl->params);
+        jit_prof_sites_free(impl->sites, impl->nsites);
         free(impl);
     }
     free(m);
@@ -921,6 +925,17 @@ static void model_release(pxc_model *m) {
 
 const JitTimings *jit_model_timings(const pxc_model *m) {
     return m && m->release == model_release ? &((const ModelImpl *)m->impl)->timings : NULL;
+}
+
+int jit_model_profile(const pxc_model *m, JitProfRow **rows) {
+    if (!m || m->release != model_release) return -1;
+    ModelImpl *impl = m->impl;
+    for (int i = 0; i < impl->nsites; i++) {
+        JitProfRow *r = &impl->sites[i];
+        if (!jit_rt_prof_site(r->entry, r->step, &r->seconds, &r->calls)) r->seconds = 0, r->calls = 0;
+    }
+    *rows = impl->sites;
+    return impl->nsites;
 }
 
 void *jit_model_lookup(const pxc_model *m, const char *name, DiagList *dl) {
@@ -995,6 +1010,7 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
     impl->timings = *jit_timings(j);
     impl->timings.kernels = calls;
     impl->timings.kernels_unique = prog->nfuncs;
+    impl->sites = jit_prof_sites(prog, &impl->nsites);
     impl->params = xcalloc((size_t)(prog->nparams_tensors + 1), sizeof *impl->params);
     impl->names = xcalloc((size_t)(prog->nparams_tensors + 1), sizeof *impl->names);
     for (int i = 0; i < prog->nparams_tensors; i++) {

@@ -183,6 +183,9 @@ void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align) {
 
 static atomic_int prof_on;
 static _Atomic int64_t prof_ns[JIT_KIND_COUNT], prof_calls[JIT_KIND_COUNT];
+/* per call site (entry, step): steps past JIT_PROF_MAX_STEPS count in the kinds only */
+static _Atomic int64_t prof_site_ns[JIT_PROF_ENTRIES][JIT_PROF_MAX_STEPS];
+static _Atomic int64_t prof_site_calls[JIT_PROF_ENTRIES][JIT_PROF_MAX_STEPS];
 
 static const char *const kind_names[JIT_KIND_COUNT] = {"gemm", "conv", "packing", "elementwise", "weight norm", "loss",
                                                        "other"};
@@ -205,7 +208,13 @@ JitKernelKind jit_kernel_kind(const char *name) {
 const char *jit_kernel_kind_name(JitKernelKind k) { return k >= 0 && k < JIT_KIND_COUNT ? kind_names[k] : "?"; }
 
 void jit_rt_profile(bool on) {
+    atomic_store(&prof_on, 0);
     for (int i = 0; i < JIT_KIND_COUNT; i++) atomic_store(&prof_ns[i], 0), atomic_store(&prof_calls[i], 0);
+    for (int e = 0; e < JIT_PROF_ENTRIES; e++)
+        for (int s = 0; s < JIT_PROF_MAX_STEPS; s++) {
+            if (atomic_load_explicit(&prof_site_calls[e][s], memory_order_relaxed) == 0) continue;
+            atomic_store(&prof_site_ns[e][s], 0), atomic_store(&prof_site_calls[e][s], 0);
+        }
     atomic_store(&prof_on, on);
 }
 
@@ -216,14 +225,26 @@ void jit_rt_prof_read(double seconds[JIT_KIND_COUNT], int64_t calls[JIT_KIND_COU
     }
 }
 
+bool jit_rt_prof_site(int entry, int step, double *seconds, int64_t *calls) {
+    if (entry < 0 || entry >= JIT_PROF_ENTRIES || step < 0 || step >= JIT_PROF_MAX_STEPS) return false;
+    *seconds = 1e-9 * (double)atomic_load(&prof_site_ns[entry][step]);
+    *calls = atomic_load(&prof_site_calls[entry][step]);
+    return true;
+}
+
 int64_t jit_rt_prof_begin(void) {
     return atomic_load_explicit(&prof_on, memory_order_relaxed) ? (int64_t)ns_now() : 0;
 }
 
-void jit_rt_prof_end(int32_t kind, int64_t t0) {
+void jit_rt_prof_end(int32_t kind, int32_t site, int64_t t0) {
     if (!t0 || kind < 0 || kind >= JIT_KIND_COUNT) return;
-    atomic_fetch_add_explicit(&prof_ns[kind], (int64_t)ns_now() - t0, memory_order_relaxed);
+    int64_t dt = (int64_t)ns_now() - t0;
+    atomic_fetch_add_explicit(&prof_ns[kind], dt, memory_order_relaxed);
     atomic_fetch_add_explicit(&prof_calls[kind], 1, memory_order_relaxed);
+    int e = site >> 20, s = site & ((1 << 20) - 1);
+    if (site < 0 || e >= JIT_PROF_ENTRIES || s >= JIT_PROF_MAX_STEPS) return;
+    atomic_fetch_add_explicit(&prof_site_ns[e][s], dt, memory_order_relaxed);
+    atomic_fetch_add_explicit(&prof_site_calls[e][s], 1, memory_order_relaxed);
 }
 
 /* ---- GEMM --------------------------------------------------------------------------------- */
