@@ -4,9 +4,9 @@
  * here: both forms (forward, weight gradient), beta 0 (the target starts as
  * NaN) and 1, over awkward geometries — rows not a multiple of the register
  * tile, rows shorter than a tile, one image and odd batches, 1 to 6 taps,
- * input channels not a multiple of the channel tile, cout 16/32/48/64/160 —
- * large enough that the work is split over threads, and small enough to run
- * serially. Elements outside the written tensor are checked untouched.
+ * input channels not a multiple of the channel tile, 1x1 kernels, cout
+ * 16/32/48/64/160 — large enough that the work is split over threads, and
+ * small enough to run serially. Elements outside the written tensor are checked untouched.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -31,12 +31,16 @@ static const ConvCase cases[] = {
     {KIR_CONV_FORWARD, 3, 5, 1, 3, 3, 16, 0, 0, 1},      /* rows shorter than a tile */
     {KIR_CONV_FORWARD, 4, 9, 2, 1, 20, 160, 0, 1, 0},    /* 160: chunks of 2 vectors */
     {KIR_CONV_FORWARD, 7, 7, 3, 3, 33, 64, 0, 0, 1},
+    {KIR_CONV_FORWARD, 28, 28, 1, 1, 64, 32, 0, 0, 1},   /* a 1x1 (nin) conv, in place */
+    {KIR_CONV_FORWARD, 14, 14, 1, 1, 32, 64, 0, 0, 0},   /* ... and its input gradient */
     {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0},
     {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1},
     {KIR_CONV_WGRAD, 5, 13, 2, 3, 7, 48, 1, 2, 0},       /* 7 channels: a channel tail */
     {KIR_CONV_WGRAD, 3, 5, 1, 3, 3, 16, 0, 0, 1},
     {KIR_CONV_WGRAD, 4, 9, 2, 1, 29, 160, 0, 1, 0},      /* 29 = 2 tiles of 14 + 1 */
     {KIR_CONV_WGRAD, 7, 7, 3, 3, 33, 64, 0, 0, 1},
+    {KIR_CONV_WGRAD, 28, 28, 1, 1, 64, 32, 0, 0, 0},     /* 1x1 */
+    {KIR_CONV_WGRAD, 7, 7, 1, 1, 20, 16, 0, 0, 1},
 };
 enum { NC = sizeof cases / sizeof cases[0] };
 

@@ -759,19 +759,21 @@ static void build_conv(KB *kb, void *vctx) {
 }
 
 /* Does a conv2d with these attributes and cout output channels run as a
- * direct convolution (stride 1, several taps, padding within the kernel,
- * cout a multiple of 16)? The rest keeps im2col + sgemm. */
+ * direct convolution (stride 1, padding within the kernel, cout a multiple
+ * of 16; 1x1 included)? The rest keeps im2col + sgemm. */
 static bool direct_conv(const Lower *L, const Attrs *a, int64_t cout) {
     if (L->opt.no_direct_conv) return false;
-    return a->stride == 1 && a->kh * a->kw > 1 && cout % 16 == 0 && a->pad_t >= 0 && a->pad_t < a->kh &&
+    return a->stride == 1 && cout % 16 == 0 && a->pad_t >= 0 && a->pad_t < a->kh &&
            a->pad_b >= 0 && a->pad_b < a->kh && a->pad_l >= 0 && a->pad_l < a->kw && a->pad_r >= 0 &&
            a->pad_r < a->kw;
 }
 
 /* The conv's input with its padding as zero borders: [n, Ho+kh-1, Wo+kw-1, C]
- * (the pack with a 1x1 window; cached like any pack). */
+ * (the pack with a 1x1 window; cached like any pack). A 1x1 convolution
+ * (no padding) reads a materialised input in place. */
 static int pad_pack(Lower *L, int src, const Attrs *a, int64_t Ho, int64_t Wo, int for_node, const char *note) {
     const Shape *s = &ND(L, src)->shape;
+    if (a->kh == 1 && a->kw == 1 && L->val[src].kind == NV_BUF) return L->val[src].buf;
     PackGeo g = {(int)(Ho + a->kh - 1), (int)(Wo + a->kw - 1), 1, 1, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1]};
     return pack(L, src, &g, for_node, note);
 }

@@ -192,8 +192,11 @@ void jit_objects_free(JitObject *objs, int n);
  * uses the pool. */
 typedef void (*JitRtBody)(void *ctx, int64_t lo, int64_t hi);
 void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align);
-/* Threads jit_rt_parallel_for uses (2). */
+/* Threads jit_rt_parallel_for uses (2; 1 after jit_rt_set_serial(true),
+ * which makes every parallel-for run on its caller: for measuring one
+ * core's throughput). */
 int jit_rt_threads(void);
+void jit_rt_set_serial(bool on);
 /* cblas_sgemm (row-major only; order is passed through), in blocks of
  * JIT_RT_GEMM_MBLOCK rows when m >= 2 blocks and n < JIT_RT_GEMM_NARROW:
  * what JIT kernels call for KS_GEMM. */

@@ -61,6 +61,7 @@ static struct {
           .cv = PTHREAD_COND_INITIALIZER};
 
 static _Thread_local bool in_region;
+static atomic_int rt_serial;   /* jit_rt_set_serial: every parallel-for runs on the caller */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -136,7 +137,9 @@ static void pool_start(void) {
     pthread_attr_destroy(&a);
 }
 
-int jit_rt_threads(void) { return RT_THREADS; }
+int jit_rt_threads(void) { return atomic_load_explicit(&rt_serial, memory_order_relaxed) ? 1 : RT_THREADS; }
+
+void jit_rt_set_serial(bool on) { atomic_store(&rt_serial, on); }
 
 void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align) {
     if (n <= 0) return;
@@ -146,7 +149,7 @@ void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align) {
     int64_t units = (n + align - 1) / align;
     int64_t want = align > 1 ? RT_THREADS : RT_MAX_CHUNKS;
     int64_t nch = units < want ? units : want;
-    if (in_region || nch < 2) {
+    if (in_region || nch < 2 || atomic_load_explicit(&rt_serial, memory_order_relaxed)) {
         body(ctx, 0, n);
         return;
     }
