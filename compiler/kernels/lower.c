@@ -354,7 +354,13 @@ static KirExpr *inline_val(KB *kb, int node, KirExpr *ch, int64_t lo) {
         /* element e of image b: pxc_uniform(pxc_image_seed(seed, b), stream, e) */
         KirExpr *e = iadd(L, imulc(L, iadd(L, imulc(L, kb->ii, kb->W), kb->jj), nd->shape.d[2]), ch);
         KirExpr *keep = cmp(L, KX_GE, kir_uniform(P, a->stream, kb->img, e), fc(L, a->p));
-        return fsel(L, keep, fdiv(L, x, fc(L, 1.0 - a->p)), fc(L, 0));
+        /* x / keep_p: as x * (1 / keep_p) when that reciprocal is exact (keep_p a
+         * power of two, e.g. 0.5): the same correctly rounded value without a
+         * vector division per element */
+        float kp = (float)(1.0 - a->p);
+        int ex;
+        if (frexpf(kp, &ex) == 0.5f) return fsel(L, keep, fmul(L, x, fc(L, 1.0 / kp)), fc(L, 0));
+        return fsel(L, keep, fdiv(L, x, fc(L, kp)), fc(L, 0));
     }
     case IR_CLASS_BIAS: {
         int64_t C = nd->shape.d[2], classes = ND(L, nd->in[1])->shape.d[0];
