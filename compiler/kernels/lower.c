@@ -377,7 +377,13 @@ static KirExpr *inline_val(KB *kb, int node, KirExpr *ch, int64_t lo) {
         int64_t C = chans(L, nd->in[0]);
         KirExpr *t = val(kb, nd->in[0], ch, lo);
         KirExpr *d1 = val(kb, nd->in[1], ch, lo), *d2 = val(kb, nd->in[1], iaddc(L, ch, C), lo + C);
-        return fsub(L, fmul(L, d1, elu_grad(L, t)), fmul(L, d2, elu_grad(L, fneg(L, t))));
+        /* elu'(t) = t > 0 ? 1 : exp(t) and elu'(-t) = -t > 0 ? 1 : exp(-t) pick
+         * their exp only where its argument is -|t|: one shared exp(-|t|)
+         * gives both, bit for bit */
+        KirExpr *e = fexp(L, fneg(L, kir_op1(P, KX_ABS, t)));
+        KirExpr *g1 = fsel(L, cmp(L, KX_GT, t, fc(L, 0)), fc(L, 1), e);
+        KirExpr *g2 = fsel(L, cmp(L, KX_GT, fneg(L, t), fc(L, 0)), fc(L, 1), e);
+        return fsub(L, fmul(L, d1, g1), fmul(L, d2, g2));
     }
     case IR_SIGMOID_BWD: {
         KirExpr *y = val(kb, nd->in[0], ch, lo);
