@@ -301,8 +301,12 @@ static KirExpr *val_at(KB *kb, int node, KirExpr *ch, int64_t lo, KirExpr *i, Ki
     return e;
 }
 
+/* elu(t) = t > 0 ? t : exp(t) - 1, its exp taken of -|t| (the same value
+ * where it is chosen), so elu(t) and elu(-t) computed side by side share one
+ * exp (see paired_halves). */
 static KirExpr *elu_of(Lower *L, KirExpr *t) {
-    return fsel(L, cmp(L, KX_GT, t, fc(L, 0)), t, fsub(L, fexp(L, t), fc(L, 1)));
+    KirExpr *e = fexp(L, fneg(L, kir_op1(P, KX_ABS, t)));
+    return fsel(L, cmp(L, KX_GT, t, fc(L, 0)), t, fsub(L, e, fc(L, 1)));
 }
 static KirExpr *elu_grad(Lower *L, KirExpr *t) { return fsel(L, cmp(L, KX_GT, t, fc(L, 0)), fc(L, 1), fexp(L, t)); }
 
@@ -532,6 +536,23 @@ static int segments(const Lower *L, int node, int64_t C, int64_t *seg) {
     return n - 1;
 }
 
+/* Do the two channel halves of node share their costly parts (concat_elu:
+ * one exp for elu(t) and elu(-t); gate_bwd: one sigmoid), and do its
+ * segments (seg[0..ns]) mirror about C/2? Then one loop computes channel c
+ * and c + C/2 side by side and the compiler shares the common work. */
+static bool paired_halves(const Lower *L, int node, const int64_t *seg, int ns, int64_t C) {
+    int k = node;
+    while (L->val[k].kind == NV_INLINE && ND(L, k)->op == IR_DROPOUT) k = ND(L, k)->in[0];
+    OpKind op = ND(L, k)->op;
+    if (L->val[k].kind != NV_INLINE || (op != IR_CONCAT_ELU && op != IR_GATE_BWD) || C % 2 || ns % 2) return false;
+    if (chans(L, k) != C) return false;
+    int h = ns / 2;
+    if (seg[h] != C / 2) return false;
+    for (int i = 0; i <= h; i++)
+        if (seg[h + i] != seg[i] + C / 2) return false;
+    return true;
+}
+
 /* For every channel segment of `node` ([0,C)): loop c and store
  * out[base + c] = value. into: the enclosing loop. */
 static void store_channels(KB *kb, KirStmt *into, int node, bool as_inline, int out_arg, KirExpr *base, int64_t C) {
@@ -540,11 +561,15 @@ static void store_channels(KB *kb, KirStmt *into, int node, bool as_inline, int 
     NodeVal saved = L->val[node];
     if (as_inline) L->val[node].kind = NV_INLINE;
     int ns = segments(L, node, C, seg);
-    for (int s = 0; s < ns; s++) {
+    bool pair = paired_halves(L, node, seg, ns, C);
+    for (int s = 0; s < (pair ? ns / 2 : ns); s++) {
         KirStmt *lc = kir_loop(P, kb->fn, into, ic(L, seg[s]), ic(L, seg[s + 1]), 0);
         KirExpr *c = kir_var(P, kir_loop_var(lc));
-        KirExpr *v = val(kb, node, c, seg[s]);
-        kir_store(P, kb->fn, lc, out_arg, iadd(L, base, c), v);
+        kir_store(P, kb->fn, lc, out_arg, iadd(L, base, c), val(kb, node, c, seg[s]));
+        if (pair) {
+            KirExpr *c2 = iaddc(L, c, C / 2);
+            kir_store(P, kb->fn, lc, out_arg, iadd(L, base, c2), val(kb, node, c2, seg[s] + C / 2));
+        }
     }
     L->val[node] = saved;
 }
@@ -642,12 +667,16 @@ static void build_pack(KB *kb, void *vctx) {
     kb->W = g->Ws;
     int64_t seg[258];
     int ns = segments(L, pc->src, C, seg);
-    for (int s = 0; s < ns; s++) {
+    bool pair = paired_halves(L, pc->src, seg, ns, C);
+    for (int s = 0; s < (pair ? ns / 2 : ns); s++) {
         KirStmt *lc = kir_loop(P, kb->fn, ld, ic(L, seg[s]), ic(L, seg[s + 1]), 0);
         KirExpr *c = kir_var(P, kir_loop_var(lc));
-        KirExpr *v = val(kb, pc->src, c, seg[s]);
-        if (cond) v = fsel(L, cond, v, fc(L, 0));
-        kir_store(P, kb->fn, lc, colp, iadd(L, base, c), v);
+        for (int half = 0; half < (pair ? 2 : 1); half++) {
+            KirExpr *ch = half ? iaddc(L, c, C / 2) : c;
+            KirExpr *v = val(kb, pc->src, ch, seg[s] + (half ? C / 2 : 0));
+            if (cond) v = fsel(L, cond, v, fc(L, 0));
+            kir_store(P, kb->fn, lc, colp, iadd(L, base, ch), v);
+        }
     }
 }
 
