@@ -6,6 +6,8 @@
  * compiled result as a pxc_model.
  *
  * How kernel IR maps to LLVM IR (kir.h defines the semantics):
+ *   - a kernel's integer arguments (KX_ARG) are i64 parameters after its
+ *     pointers; each call passes its step's constants.
  *   - expressions: one LLVM value per node, memoised within a statement
  *     (shared operands computed once); transcendentals are the inline
  *     polynomials of jit_ir.h, which follow kir.h's definitions exactly;
@@ -36,7 +38,7 @@
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
  * cache key includes it (and the build times of this file and jit_ir.c, so
  * a rebuilt pxc never trusts objects an older printer made). */
-#define JIT_CODEGEN_VERSION 3
+#define JIT_CODEGEN_VERSION 4
 
 /* A parallel loop runs serially below this many (estimated) inner iterations. */
 #define PAR_MIN_WORK 8192
@@ -57,6 +59,7 @@ typedef struct FnCtx {
     const KirFunc *fn;
     LLVMValueRef n, seed;
     LLVMValueRef *params;      /* [fn->nparams] typed pointers */
+    LLVMValueRef *ints;        /* [fn->nints] i64 integer arguments */
     LLVMValueRef *locals;      /* [fn->nlocals] allocas */
     LLVMValueRef *vars;        /* [fn->nvars] loop variables in scope */
     MemoSlot *memo;
@@ -138,14 +141,17 @@ static LLVMValueRef mix64(JitIR *ir, LLVMValueRef z) {
     return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, jir_i64(ir, 31), ""), "");
 }
 
-static LLVMValueRef uniform(FnCtx *c, int64_t stream, LLVMValueRef image, LLVMValueRef index) {
+static LLVMValueRef uniform(FnCtx *c, LLVMValueRef stream, LLVMValueRef image, LLVMValueRef index) {
     JitIR *ir = c->ir;
     LLVMBuilderRef b = ir->b;
-    uint64_t k = 0x9E3779B97F4A7C15ULL * ((uint64_t)(uint32_t)stream + 1);
+    /* k = 0x9E3779B97F4A7C15 * ((uint32_t)stream + 1) (folded when the stream is a constant) */
+    LLVMValueRef s32 = LLVMBuildAnd(b, stream, LLVMConstInt(ir->t_i64, 0xFFFFFFFFULL, 0), "");
+    LLVMValueRef k = LLVMBuildMul(b, LLVMBuildAdd(b, s32, jir_i64(ir, 1), ""),
+                                  LLVMConstInt(ir->t_i64, 0x9E3779B97F4A7C15ULL, 0), "");
     /* pxc_image_seed(seed, image) = seed + 0xD1B54A32D192ED03 * image */
     LLVMValueRef seed_b =
         LLVMBuildAdd(b, c->seed, LLVMBuildMul(b, image, LLVMConstInt(ir->t_i64, 0xD1B54A32D192ED03ULL, 0), ""), "");
-    LLVMValueRef s = mix64(ir, LLVMBuildAdd(b, seed_b, LLVMConstInt(ir->t_i64, k, 0), ""));
+    LLVMValueRef s = mix64(ir, LLVMBuildAdd(b, seed_b, k, ""));
     LLVMValueRef z = mix64(ir, LLVMBuildXor(b, s, index, ""));
     LLVMValueRef top = LLVMBuildLShr(b, z, jir_i64(ir, 40), "");
     return LLVMBuildFMul(b, LLVMBuildSIToFP(b, top, ir->t_f32, ""), jir_f32(ir, 1.0 / 16777216.0), "");
@@ -171,6 +177,9 @@ static LLVMValueRef expr_uncached(FnCtx *c, const KirExpr *e) {
         if (e->t == KT_BOOL) return LLVMConstInt(ir->t_i1, e->i != 0, 0);
         return bug_value(c, e, "constant of this type");
     case KX_BATCH: return c->n;
+    case KX_ARG:
+        if (e->i < 0 || e->i >= c->fn->nints) return bug_value(c, e, "no such integer argument");
+        return c->ints[e->i];
     case KX_VAR:
         if (e->i < 0 || e->i >= c->fn->nvars || !c->vars[e->i]) return bug_value(c, e, "loop variable not in scope");
         return c->vars[e->i];
@@ -238,7 +247,7 @@ static LLVMValueRef expr_uncached(FnCtx *c, const KirExpr *e) {
         if (is_float(e->t) && ot == KT_I64) return LLVMBuildSIToFP(b, x0, ty(ir, e->t), "");
         if (e->t == KT_I64 && is_float(ot)) return LLVMBuildFPToSI(b, x0, ir->t_i64, "");
         return bug_value(c, e, "cast between these types");
-    case KX_UNIFORM: return uniform(c, e->i2, x1, x0);
+    case KX_UNIFORM: return uniform(c, x2, x1, x0);
     default: return bug_value(c, e, "unknown expression kind");
     }
 }
@@ -332,13 +341,14 @@ static void stmts(FnCtx *c, KirStmt *const *body, int n) {
 
 static LLVMTypeRef ptr_ty(JitIR *ir, KirType elem) { return LLVMPointerType(ty(ir, elem), 0); }
 
-/* The LLVM signature of a kernel: (i64 n, i64 seed, T0* p0, ...[, i64 lo, i64 hi]). */
+/* The LLVM signature of a kernel: (i64 n, i64 seed, T0* p0, ..., i64 a0, ...[, i64 lo, i64 hi]). */
 static LLVMTypeRef *kernel_params(JitIR *ir, const KirFunc *fn, bool range, int *np) {
-    int n = 2 + fn->nparams + (range ? 2 : 0);
+    int n = 2 + fn->nparams + fn->nints + (range ? 2 : 0);
     LLVMTypeRef *ps = xmalloc((size_t)n * sizeof *ps);
     ps[0] = ir->t_i64;
     ps[1] = ir->t_i64;
     for (int i = 0; i < fn->nparams; i++) ps[2 + i] = ptr_ty(ir, fn->params[i].elem);
+    for (int i = 0; i < fn->nints; i++) ps[2 + fn->nparams + i] = ir->t_i64;
     if (range) ps[n - 2] = ps[n - 1] = ir->t_i64;
     *np = n;
     return ps;
@@ -353,6 +363,7 @@ static void bind_function(FnCtx *c, LLVMValueRef f) {
         c->params[i] = LLVMGetParam(f, (unsigned)(2 + i));
         jir_param_noalias(ir, f, 2 + i);
     }
+    for (int i = 0; i < c->fn->nints; i++) c->ints[i] = LLVMGetParam(f, (unsigned)(2 + c->fn->nparams + i));
     for (int i = 0; i < c->fn->nlocals; i++) {
         const KirLocal *l = &c->fn->locals[i];
         LLVMTypeRef t = l->len > 1 ? LLVMArrayType(ty(ir, l->t), (unsigned)l->len) : ty(ir, l->t);
@@ -362,13 +373,14 @@ static void bind_function(FnCtx *c, LLVMValueRef f) {
     memo_reset(c);
 }
 
-/* Value of an I64 expression of constants and n (at batch `n`), or -1 when
- * it depends on anything else. */
-static int64_t eval_i64(const KirExpr *e, int64_t n) {
+/* Value of an I64 expression of constants, integer arguments (ints, NULL:
+ * unknown) and n (at batch `n`), or -1 when it depends on anything else. */
+static int64_t eval_i64(const KirExpr *e, int64_t n, const int64_t *ints) {
     if (!e) return -1;
     if (e->k == KX_CONST && e->t == KT_I64) return e->i;
     if (e->k == KX_BATCH) return n;
-    int64_t a = e->x[0] ? eval_i64(e->x[0], n) : -1, b = e->x[1] ? eval_i64(e->x[1], n) : -1;
+    if (e->k == KX_ARG) return ints ? ints[e->i] : -1;
+    int64_t a = e->x[0] ? eval_i64(e->x[0], n, ints) : -1, b = e->x[1] ? eval_i64(e->x[1], n, ints) : -1;
     if (a < 0 || b < 0) return -1;
     switch (e->k) {
     case KX_ADD: return a + b;
@@ -382,9 +394,9 @@ static int64_t eval_i64(const KirExpr *e, int64_t n) {
     }
 }
 
-/* Estimated innermost iterations of a statement list at batch n (a trip
- * count known only at run time counts 64). */
-static double body_work_n(KirStmt *const *body, int nb, int64_t n) {
+/* Estimated innermost iterations of a statement list at batch n with
+ * integer arguments ints (a trip count known only at run time counts 64). */
+static double body_work_n(KirStmt *const *body, int nb, int64_t n, const int64_t *ints) {
     double w = 0;
     for (int i = 0; i < nb; i++) {
         const KirStmt *s = body[i];
@@ -392,18 +404,47 @@ static double body_work_n(KirStmt *const *body, int nb, int64_t n) {
             w += 1;
             continue;
         }
-        int64_t lo = eval_i64(s->lo, n), hi = eval_i64(s->hi, n);
+        int64_t lo = eval_i64(s->lo, n, ints), hi = eval_i64(s->hi, n, ints);
         double trip = lo >= 0 && hi >= 0 ? (double)(hi > lo ? hi - lo : 0) : 64;
-        w += trip * body_work_n(s->body, s->nbody, n);
+        w += trip * body_work_n(s->body, s->nbody, n, ints);
     }
     return w;
 }
 
-/* Per iteration of a parallel loop, for the serial/parallel decision (n is
- * not known there: inner loops depend on constants only). */
-static double body_work(KirStmt *const *body, int n) {
-    double w = body_work_n(body, n, 1);
-    return w < 1 ? 1 : w;
+/* An I64 expression of constants, n and integer arguments only. */
+static bool static_i64(const KirExpr *e) {
+    if (!e) return true;
+    if (e->k == KX_VAR || e->k == KX_LOCAL || e->k == KX_LOAD) return false;
+    for (int i = 0; i < 3; i++)
+        if (!static_i64(e->x[i])) return false;
+    return true;
+}
+
+/* body_work_n at batch 1 as an i64 value of the function being printed:
+ * a constant unless a trip count depends on an integer argument. */
+static LLVMValueRef work_ir(FnCtx *c, KirStmt *const *body, int nb) {
+    JitIR *ir = c->ir;
+    LLVMBuilderRef b = ir->b;
+    LLVMValueRef w = jir_i64(ir, 0);
+    for (int i = 0; i < nb; i++) {
+        const KirStmt *s = body[i];
+        if (s->k != KS_LOOP) {
+            w = LLVMBuildAdd(b, w, jir_i64(ir, 1), "");
+            continue;
+        }
+        int64_t lo = eval_i64(s->lo, 1, NULL), hi = eval_i64(s->hi, 1, NULL);
+        LLVMValueRef trip;
+        if (lo >= 0 && hi >= 0) {
+            trip = jir_i64(ir, hi > lo ? hi - lo : 0);
+        } else if (static_i64(s->lo) && static_i64(s->hi)) {
+            LLVMValueRef d = LLVMBuildSub(b, expr(c, s->hi), expr(c, s->lo), "");
+            trip = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, d, jir_i64(ir, 0), ""), d, jir_i64(ir, 0), "");
+        } else {
+            trip = jir_i64(ir, 64);
+        }
+        w = LLVMBuildAdd(b, w, LLVMBuildMul(b, trip, work_ir(c, s->body, s->nbody), ""), "");
+    }
+    return w;
 }
 
 static LLVMValueRef declare_parallel_for(JitIR *ir) {
@@ -437,13 +478,15 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     const KirFunc *fn = c->fn;
     LLVMValueRef lo = expr(c, s->lo), hi = expr(c, s->hi);
     LLVMBasicBlockRef resume = LLVMGetInsertBlock(b);
-    LLVMValueRef *saved_params = c->params, *saved_locals = c->locals;
+    LLVMValueRef *saved_params = c->params, *saved_locals = c->locals, *saved_ints = c->ints;
     LLVMValueRef saved_n = c->n, saved_seed = c->seed;
-    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1];
+    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1], ints[fn->nints + 1];
     c->params = params;
     c->locals = locals;
+    c->ints = ints;
+    int P = fn->nparams, I = fn->nints;
 
-    /* f.chunk<k>(n, seed, p..., lo, hi) */
+    /* f.chunk<k>(n, seed, p..., a..., lo, hi) */
     int np;
     LLVMTypeRef *ps = kernel_params(ir, fn, true, &np);
     char *name = xasprintf("%s.chunk%d", fn->name, k);
@@ -458,11 +501,11 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     loop_over(c, s, LLVMGetParam(chunk, (unsigned)np - 2), LLVMGetParam(chunk, (unsigned)np - 1));
     LLVMBuildRetVoid(b);
 
-    /* ctx = {n, seed, lo, p...}; f.par<k>(ctx, a, b) = chunk(n, seed, p..., lo + a, lo + b) */
-    int nf = 3 + fn->nparams;
+    /* ctx = {n, seed, lo, p..., a...}; f.par<k>(ctx, x, y) = chunk(n, seed, p..., a..., lo + x, lo + y) */
+    int nf = 3 + P + I;
     LLVMTypeRef *fts = xmalloc((size_t)nf * sizeof *fts);
     fts[0] = fts[1] = fts[2] = ir->t_i64;
-    for (int i = 0; i < fn->nparams; i++) fts[3 + i] = ps[2 + i];
+    for (int i = 0; i < P + I; i++) fts[3 + i] = ps[2 + i];
     LLVMTypeRef st = LLVMStructTypeInContext(ir->ctx, fts, (unsigned)nf, 0);
     LLVMTypeRef bps[3] = {ir->t_pi8, ir->t_i64, ir->t_i64};
     name = xasprintf("%s.par%d", fn->name, k);
@@ -474,7 +517,7 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     args[0] = unpack(ir, st, ctx, 0);
     args[1] = unpack(ir, st, ctx, 1);
     LLVMValueRef base = unpack(ir, st, ctx, 2);
-    for (int i = 0; i < fn->nparams; i++) args[2 + i] = unpack(ir, st, ctx, 3 + i);
+    for (int i = 0; i < P + I; i++) args[2 + i] = unpack(ir, st, ctx, 3 + i);
     args[np - 2] = LLVMBuildNSWAdd(b, base, LLVMGetParam(par, 1), "");
     args[np - 1] = LLVMBuildNSWAdd(b, base, LLVMGetParam(par, 2), "");
     jir_call(ir, chunk, args, np);
@@ -483,12 +526,16 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     /* back in f: if (trip * work < PAR_MIN_WORK) chunk(..., lo, hi) else parallel_for(par, ctx, trip) */
     c->params = saved_params;
     c->locals = saved_locals;
+    c->ints = saved_ints;
     c->n = saved_n;
     c->seed = saved_seed;
     ir->fn = f;
     LLVMPositionBuilderAtEnd(b, resume);
     LLVMValueRef trip = LLVMBuildSub(b, hi, lo, "");
-    LLVMValueRef work = LLVMBuildMul(b, trip, jir_i64(ir, (int64_t)(body_work(s->body, s->nbody) + 0.5)), "");
+    memo_reset(c);   /* (values of the chunk function must not leak into f) */
+    LLVMValueRef per = work_ir(c, s->body, s->nbody);
+    per = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, per, jir_i64(ir, 1), ""), jir_i64(ir, 1), per, "");
+    LLVMValueRef work = LLVMBuildMul(b, trip, per, "");
     LLVMValueRef small = LLVMBuildICmp(b, LLVMIntSLT, work, jir_i64(ir, PAR_MIN_WORK), "");
     LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(ir->ctx, f, "serial");
     LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(ir->ctx, f, "parallel");
@@ -497,7 +544,8 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     LLVMPositionBuilderAtEnd(b, bs);
     args[0] = c->n;
     args[1] = c->seed;
-    for (int i = 0; i < fn->nparams; i++) args[2 + i] = c->params[i];
+    for (int i = 0; i < P; i++) args[2 + i] = c->params[i];
+    for (int i = 0; i < I; i++) args[2 + P + i] = c->ints[i];
     args[np - 2] = lo;
     args[np - 1] = hi;
     jir_call(ir, chunk, args, np);
@@ -507,7 +555,8 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     vals[0] = c->n;
     vals[1] = c->seed;
     vals[2] = lo;
-    for (int i = 0; i < fn->nparams; i++) vals[3 + i] = c->params[i];
+    for (int i = 0; i < P; i++) vals[3 + i] = c->params[i];
+    for (int i = 0; i < I; i++) vals[3 + P + i] = c->ints[i];
     LLVMValueRef cp = pack_ctx(ir, f, st, vals, nf);
     LLVMValueRef pargs[4] = {par, cp, trip, jir_i64(ir, 1)};
     jir_call(ir, declare_parallel_for(ir), pargs, 4);
@@ -612,8 +661,9 @@ static bool has_reduce(KirStmt *const *body, int n) {
 /* Print one kernel function into ir->mod. */
 static bool print_func(JitIR *ir, const KirProgram *prog, const KirFunc *fn, DiagList *dl) {
     FnCtx c = {.ir = ir, .prog = prog, .fn = fn, .dl = dl};
-    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1], vars[fn->nvars + 1];
+    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1], vars[fn->nvars + 1], ints[fn->nints + 1];
     c.params = params;
+    c.ints = ints;
     c.locals = locals;
     c.vars = vars;
     c.memo_cap = 256;
@@ -796,16 +846,17 @@ static bool print_entry(JitIR *ir, const KirProgram *prog, KirEntryKind k, DiagL
             LLVMPositionBuilderAtEnd(b, run);
         }
         const KirFunc *fn = &prog->funcs[st->func];
-        LLVMValueRef *args = xmalloc((size_t)(fn->nparams + 2) * sizeof *args);
+        LLVMValueRef *args = xmalloc((size_t)(fn->nparams + fn->nints + 2) * sizeof *args);
         args[0] = e.n;
         args[1] = seed;
         for (int i = 0; i < fn->nparams; i++) {
             LLVMValueRef a = buf_addr(&e, st->args[i], dl, &ok);
             args[2 + i] = LLVMBuildBitCast(b, a, ptr_ty(ir, fn->params[i].elem), "");
         }
+        for (int i = 0; i < fn->nints; i++) args[2 + fn->nparams + i] = jir_i64(ir, st->ints[i]);
         /* t0 = jit_rt_prof_begin(); kernel(...); jit_rt_prof_end(kind, t0): the opt-in split */
         LLVMValueRef t0 = jir_call(ir, jir_declare(ir, "jit_rt_prof_begin", i64, NULL, 0), NULL, 0);
-        jir_call(ir, kernel_decl(ir, fn), args, fn->nparams + 2);
+        jir_call(ir, kernel_decl(ir, fn), args, fn->nparams + fn->nints + 2);
         LLVMTypeRef pe[2] = {i32, i64};
         LLVMValueRef pa[2] = {jir_i32(ir, (int32_t)jit_kernel_kind(fn->name)), t0};
         jir_call(ir, jir_declare(ir, "jit_rt_prof_end", ir->t_void, pe, 2), pa, 2);
@@ -871,7 +922,17 @@ static JitTier kernel_tier(const KirProgram *prog, int f, const bool *hot_entry_
     if (!hot_entry_calls[f]) return JIT_TIER_COLD;
     bool only_gemm = fn->nbody > 0;
     for (int i = 0; i < fn->nbody; i++) only_gemm &= fn->body[i]->k == KS_GEMM;
-    if (only_gemm || body_work_n(fn->body, fn->nbody, COLD_BATCH) < COLD_WORK) return JIT_TIER_COLD;
+    if (only_gemm) return JIT_TIER_COLD;
+    /* the largest call decides (integer arguments differ between calls) */
+    double work = 0;
+    for (int e = 0; e < KE_COUNT; e++)
+        for (int s = 0; s < prog->entry[e].nsteps; s++) {
+            const KirStep *st = &prog->entry[e].steps[s];
+            if (st->func != f) continue;
+            double w = body_work_n(fn->body, fn->nbody, COLD_BATCH, st->ints);
+            if (w > work) work = w;
+        }
+    if (work < COLD_WORK) return JIT_TIER_COLD;
     return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
 }
 
