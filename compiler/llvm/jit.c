@@ -442,10 +442,11 @@ static JitCacheKey cache_key(const Jit *j, const void *key, size_t len) {
 
 bool jit_compile_units(Jit *j, const JitUnit *units, int n, const void *key, size_t len, DiagList *dl) {
     double t0 = now_s();
-    int kernels = j->t.kernels, unique = j->t.kernels_unique;
+    int kernels = j->t.kernels, unique = j->t.kernels_unique, exact = j->t.kernels_exact;
     memset(&j->t, 0, sizeof j->t);
     j->t.kernels = kernels;
     j->t.kernels_unique = unique;
+    j->t.kernels_exact = exact;
     j->t.units = n;
     for (int i = 0; i < n; i++)
         if ((unsigned)units[i].tier < JIT_TIER_COUNT) j->t.units_tier[units[i].tier]++;
@@ -503,7 +504,10 @@ void *jit_lookup(Jit *j, const char *name, DiagList *dl) {
 }
 
 void jit_timings_print(const JitTimings *t, FILE *f) {
-    if (t->kernels)
+    if (t->kernels && t->kernels_exact > t->kernels_unique)
+        fprintf(f, "jit: %d kernel calls, %d distinct kernels, %d functions after merging those equal up to integer "
+                "constants\n", t->kernels, t->kernels_exact, t->kernels_unique);
+    else if (t->kernels)
         fprintf(f, "jit: %d kernel calls, %d distinct kernels after deduplication\n", t->kernels, t->kernels_unique);
     if (t->cache_hit)
         fprintf(f, "jit: %d units, %d objects (%.1f KiB) from the cache in %.3f s; link %.3f s; total %.3f s\n",

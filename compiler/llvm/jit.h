@@ -60,13 +60,15 @@ typedef struct JitTimings {
     int units_tier[JIT_TIER_COUNT];  /* units per tier (compiled or not) */
     size_t object_bytes;
     int kernels, kernels_unique;     /* jit_compile: kernel calls in the entries (one kernel
-                                        each before deduplication) / distinct kernels */
+                                        each before deduplication) / functions compiled */
+    int kernels_exact;               /* distinct kernels before those equal up to integer
+                                        constants were merged (kir_parameterise) */
     bool cache_hit;
     char cache_note[160];     /* why a cache entry was not used ("", "absent", "checksum mismatch", ...) */
 } JitTimings;
 
 /* Two lines for `-v`:
- *   jit: 2916 kernel calls, 382 distinct kernels after deduplication
+ *   jit: 3245 kernel calls, 402 distinct kernels, 131 functions after merging those equal up to integer constants
  *   jit: 387 units (246 hot, 32 reduce, 109 cold) in 49 modules (1018.6 KiB of code); IR ..., optimise ... */
 void jit_timings_print(const JitTimings *t, FILE *f);
 
