@@ -232,14 +232,28 @@ static void llvm_diagnostic(LLVMDiagnosticInfoRef di, void *ctx) {
     LLVMDisposeMessage(m);
 }
 
-/* Hot tiers: the session's level (O3), vectorised, interleaved only for
- * reductions, never unrolled beyond that (full unrolling of constant trip
- * counts multiplies code size and compile time for little speed). Cold:
- * O1 without vectorisation, and the fastest instruction selection. */
+/* Hot tiers at level 3: pxc's own function pipeline rather than
+ * default<O3>. Kernel IR arrives already fused, outlined and with every
+ * decision taken, so what it needs is: locals to registers (sroa), common
+ * index arithmetic shared (early-cse, instcombine), loops rotated with
+ * their invariant address arithmetic hoisted (loop-rotate, licm), the loop
+ * vectoriser (interleaving only for reductions; never unrolled: full
+ * unrolling of constant trip counts multiplies code size and compile time
+ * for little speed), and a clean-up. Inlining, GVN, jump threading, SLP and
+ * the rest of O3 found nothing to improve in pxc's kernels and cost more
+ * than half of the optimiser's time. Levels 0..2: default<O%d>. Cold: O1
+ * without vectorisation, and the fastest instruction selection. */
 static const char *tier_pipeline(const Jit *j, JitTier t, char *buf, size_t n) {
     int lv = j->opt.opt_level < 0 ? 0 : j->opt.opt_level;
     if (t == JIT_TIER_COLD && lv > 1) lv = 1;
-    snprintf(buf, n, "default<O%d>", lv);
+    if (lv >= 3)
+        snprintf(buf, n,
+                 "function(sroa,early-cse<memssa>,instcombine,simplifycfg,loop-mssa(loop-rotate,licm),"
+                 "loop-vectorize<%sinterleave-forced-only;no-vectorize-forced-only>,instcombine,simplifycfg,"
+                 "loop-mssa(licm),early-cse)",
+                 t == JIT_TIER_REDUCE ? "no-" : "");
+    else
+        snprintf(buf, n, "default<O%d>", lv);
     return buf;
 }
 
@@ -284,7 +298,7 @@ static bool compile_group(ThreadOut *o, LLVMContextRef ctx, int gi) {
     double t1 = cpu_s();
     o->ir_build += t1 - t0;
     if (ok) {
-        char passes[32];
+        char passes[512];
         tier_pipeline(j, g->tier, passes, sizeof passes);
         ok = check_llvm(LLVMRunPasses(m, passes, tm, o->popt[g->tier]), &o->dl, "optimising");
     }

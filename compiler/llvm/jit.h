@@ -1,7 +1,8 @@
 /*
  * jit.h — compiler/llvm, pxc's in-process back end: LLVM IR built through the
  * LLVM-C API, optimised for the host CPU (its name and feature string, so
- * AVX-512 where present; O3 for hot loops, O1 for code that runs rarely),
+ * AVX-512 where present; a trimmed vectorising pipeline for hot loops, O1 for
+ * code that runs rarely),
  * compiled to objects on two threads, linked by ORC LLJIT, and handed out
  * as C-ABI function pointers.
  *
@@ -25,8 +26,8 @@
 
 /* How hard to optimise a unit. */
 typedef enum JitTier {
-    JIT_TIER_HOT,      /* O3 for the host, vectorised, no interleaving: elementwise loops */
-    JIT_TIER_REDUCE,   /* O3, vectorised and interleaved: float reductions */
+    JIT_TIER_HOT,      /* vectorised for the host, no interleaving: elementwise loops */
+    JIT_TIER_REDUCE,   /* vectorised and interleaved: float reductions */
     JIT_TIER_COLD,     /* O1, not vectorised, fast instruction selection: code
                           that runs rarely or briefly (entries, init-only kernels) */
     JIT_TIER_COUNT
@@ -36,7 +37,8 @@ typedef enum JitTier {
 
 typedef struct JitOptions {
     int threads;              /* compile threads (default 2) */
-    int opt_level;            /* 0..3 (default 3): "default<O%d>" */
+    int opt_level;            /* 0..2: "default<O%d>"; 3 (default): pxc's vectorising
+                                 pipeline for hot units (jit.c, tier_pipeline) */
     int units_per_module;     /* units grouped into one LLVM module (default 8) */
     bool use_cache;           /* default true */
     const char *cache_dir;    /* NULL: $PXC_CACHE_DIR, else $XDG_CACHE_HOME/pxc, else ~/.cache/pxc */

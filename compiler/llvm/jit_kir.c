@@ -1012,8 +1012,10 @@ static bool build_kir_unit(JitIR *ir, void *arg, DiagList *dl) {
     return true;
 }
 
-/* A kernel is cold when only the init entry (run once per training) calls
- * it, when it does little work per call (at a batch of COLD_BATCH images),
+/* A kernel is cold when neither forward nor backward calls it (init runs
+ * once per training; pxc's runtime never calls the loss entry, which
+ * exists for the ABI and tests, and its no-nll variants of the likelihood
+ * cost a fifth of the compile), when it does little work per call (at a batch of COLD_BATCH images),
  * or when it is only GEMM calls (OpenBLAS does the work): O1 without
  * vectorisation costs such a kernel microseconds a call and saves most of
  * its compile time. */
@@ -1097,12 +1099,12 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
         free(dir);
     }
 
-    /* kernels called from forward, backward or loss (not only from init) */
+    /* kernels called from forward or backward (not only from init or loss) */
     bool *hot_calls = xcalloc((size_t)prog->nfuncs + 1, sizeof *hot_calls);
     for (int e = 0; e < KE_COUNT; e++)
         for (int s = 0; s < prog->entry[e].nsteps; s++) {
             int f = prog->entry[e].steps[s].func;
-            if (e != KE_INIT && f >= 0 && f < prog->nfuncs) hot_calls[f] = true;
+            if ((e == KE_FORWARD || e == KE_BACKWARD) && f >= 0 && f < prog->nfuncs) hot_calls[f] = true;
         }
     int nu = prog->nfuncs + 1;
     JitUnit *units = xcalloc((size_t)nu, sizeof *units);
