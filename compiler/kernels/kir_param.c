@@ -260,8 +260,11 @@ typedef struct Kernel {
 
 static void describe(KirProgram *p, KirFunc *f, const KirFunc *first, int nmembers) {
     const char *c = first->comment ? first->comment : "";
-    f->comment = arena_printf(&p->arena, "%s%s(and %d more kernel%s equal up to integer constants: a0..a%d, passed by each call)",
-                              c, *c ? "\n" : "", nmembers - 1, nmembers - 1 == 1 ? "" : "s", f->nints - 1);
+    char args[32];
+    if (f->nints > 1) snprintf(args, sizeof args, "a0..a%d", f->nints - 1);
+    else snprintf(args, sizeof args, "a0");
+    f->comment = arena_printf(&p->arena, "%s%s(and %d more kernel%s equal up to the integer constants %s, which each call passes)",
+                              c, *c ? "\n" : "", nmembers - 1, nmembers - 1 == 1 ? "" : "s", args);
 }
 
 void kir_parameterise(KirProgram *p) {
@@ -354,7 +357,7 @@ void kir_parameterise(KirProgram *p) {
                 for (int a = 0; a < nargs; a++) iv[a] = ks[mem[i]].vals[first_slot[a]];
                 ints_of[mem[i]] = iv;
             }
-            describe(p, &f, &p->funcs[g], m);
+            if (nargs > 0) describe(p, &f, &p->funcs[g], m);
             free(mem);
             free(arg);
             free(val);
