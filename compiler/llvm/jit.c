@@ -236,8 +236,9 @@ static void llvm_diagnostic(LLVMDiagnosticInfoRef di, void *ctx) {
  * default<O3>. Kernel IR arrives already fused, outlined and with every
  * decision taken, so what it needs is: locals to registers (sroa), common
  * index arithmetic shared (early-cse, instcombine), loops rotated with
- * their invariant address arithmetic hoisted (loop-rotate, licm), the loop
- * vectoriser (interleaving only for reductions; never unrolled: full
+ * their invariant address arithmetic hoisted (loop-rotate, licm), loops
+ * that run once removed (loop-deletion: a 1x1 kernel's tap loop, so the
+ * channel loop around it is the one vectorised), the loop vectoriser (interleaving only for reductions; never unrolled: full
  * unrolling of constant trip counts multiplies code size and compile time
  * for little speed), and a clean-up. Inlining, GVN, jump threading, SLP and
  * the rest of O3 found nothing to improve in pxc's kernels and cost more
@@ -249,6 +250,7 @@ static const char *tier_pipeline(const Jit *j, JitTier t, char *buf, size_t n) {
     if (lv >= 3)
         snprintf(buf, n,
                  "function(sroa,early-cse<memssa>,instcombine,simplifycfg,loop-mssa(loop-rotate,licm),"
+                 "loop(loop-deletion),simplifycfg,"
                  "loop-vectorize<%sinterleave-forced-only;no-vectorize-forced-only>,instcombine,simplifycfg,"
                  "loop-mssa(licm),early-cse)",
                  t == JIT_TIER_REDUCE ? "no-" : "");
