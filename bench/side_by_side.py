@@ -191,7 +191,7 @@ def main():
             cfg, num(pi), num(ti), ratio(pi, ti), fmt_mb(pr), fmt_mb(tr), ratio(pr, tr), num(tg)))
     # pxc against the machine: its training FLOP/s, the sgemm peak it measured
     # in the same process, and where its step time goes (pxc bench's split)
-    kinds = ["gemm", "packing", "elementwise", "weight norm", "loss", "optimiser", "unattributed"]
+    kinds = ["gemm", "conv", "packing", "elementwise", "weight norm", "loss", "optimiser", "unattributed"]
     print()
     hdr = "| config | pxc GFLOP/s | sgemm peak | fraction | " + " | ".join(kinds) + " |"
     print(hdr)

@@ -1,6 +1,7 @@
 /*
  * test_jit_models.c — every shipped spec (the .yaml files of models/ and models/ablations/)
- * at reduced size (R=1, F=8, 2 mixtures, 8x8), compiled by the JIT and run
+ * at reduced size (R=1, F=8 and F=16 — the second runs the direct
+ * convolutions — 2 mixtures, 8x8), compiled by the JIT and run
  * against the reference backend (runtime/ref, double) in training mode with
  * the spec's own dropout: loss within 1e-5 relative, l within 1e-5 of its max,
  * every parameter gradient within 1e-4 of its max. A spec the kernel back end
@@ -19,13 +20,16 @@
 #include "testutil.h"
 
 static const char *const small[] = {"nr_resnet=1", "nr_filters=8", "nr_mix=2", "height=8", "width=8"};
+/* 16 filters: the stride-1 convolutions run as direct convolutions (KS_CONV) */
+static const char *const small16[] = {"nr_resnet=1", "nr_filters=16", "nr_mix=2", "height=8", "width=8"};
+static const char *const *sets = small;
 
 /* 1: compared, 0: refused by the back end with a located error */
 static int check_model(const char *path) {
     DiagList dl;
     diag_init(&dl);
     Graph g;
-    if (spec_compile(path, small, 5, &g, &dl) != 0 || !ad_differentiate(&g, false, &dl)) {
+    if (spec_compile(path, sets, 5, &g, &dl) != 0 || !ad_differentiate(&g, false, &dl)) {
         diag_print(&dl, stderr, false);
         fail_msg("%s does not compile at reduced size", path);
     }
@@ -139,7 +143,14 @@ static void test_shipped_models(void **state) {
     assert_int_equal(refused, 0);
 }
 
+/* The same with 16 filters: direct convolutions forward, weight and input gradients. */
+static void test_shipped_models_direct(void **state) {
+    sets = small16;
+    test_shipped_models(state);
+    sets = small;
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_shipped_models)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_shipped_models), cmocka_unit_test(test_shipped_models_direct)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,9 @@
  * One C function per kernel, preceded by a comment naming the graph ops it
  * computes and their YAML locations; a top-level parallel loop becomes an
  * outlined body run through the optional parallel-for hook; a GEMM becomes
- * cblas_sgemm (or the plain-C fallback), split over M rows by the hook. The
+ * cblas_sgemm (or the plain-C fallback), split over M rows by the hook; a
+ * direct convolution (KS_CONV) a call of plain C loops (pxc_conv_*_body),
+ * split over output rows or weight rows by the hook. The
  * transcendentals are the exact operation sequences of kir.h, printed once
  * as static inline functions. The entries (forward, backward, loss, init)
  * call the kernels with pointers computed from the arena plan.
@@ -197,6 +199,58 @@ static const char gemm_text[] =
     "    const pxc_gemm_ctx *g = (const pxc_gemm_ctx *)vc;\n"
     "    pxc_sgemm_rows(g->ta, g->tb, e - b, g->N, g->K, g->alpha, g->ta ? g->A + b : g->A + b * g->lda, g->lda,\n"
     "                   g->B, g->ldb, g->beta, g->C + b * g->ldc, g->ldc);\n"
+    "}\n"
+    "\n"
+    "/* ---- direct stride-1 convolutions (kir.h KS_CONV): x [images, Hp, Wp, cin] padded,\n"
+    " * w [kh, kw, cin, cout], y [images, Ho, Wo, cout]; out is y (forward) or w (wgrad) ---- */\n"
+    "typedef struct pxc_conv_ctx {\n"
+    "    const float *x, *w, *y;\n"
+    "    float *out;\n"
+    "    int64_t rows, Ho, Wo, Hp, Wp, kh, kw, cin, cout;\n"
+    "    float beta;\n"
+    "} pxc_conv_ctx;\n"
+    "\n"
+    "/* forward over output rows (image * Ho + i) [b, e) */\n"
+    "static inline void pxc_conv_fwd_body(void *vc, int64_t b, int64_t e) {\n"
+    "    const pxc_conv_ctx *k = (const pxc_conv_ctx *)vc;\n"
+    "    for (int64_t row = b; row < e; row++) {\n"
+    "        int64_t img = row / k->Ho, i = row % k->Ho;\n"
+    "        for (int64_t j = 0; j < k->Wo; j++) {\n"
+    "            float *y = k->out + (row * k->Wo + j) * k->cout;\n"
+    "            if (k->beta == 0.0f)\n"
+    "                for (int64_t o = 0; o < k->cout; o++) y[o] = 0.0f;\n"
+    "            for (int64_t a = 0; a < k->kh; a++)\n"
+    "                for (int64_t d = 0; d < k->kw; d++) {\n"
+    "                    const float *xp = k->x + ((img * k->Hp + i + a) * k->Wp + j + d) * k->cin;\n"
+    "                    const float *wp = k->w + (a * k->kw + d) * k->cin * k->cout;\n"
+    "                    for (int64_t c = 0; c < k->cin; c++) {\n"
+    "                        float xv = xp[c];\n"
+    "                        const float *wc = wp + c * k->cout;\n"
+    "                        for (int64_t o = 0; o < k->cout; o++) y[o] += xv * wc[o];\n"
+    "                    }\n"
+    "                }\n"
+    "        }\n"
+    "    }\n"
+    "}\n"
+    "\n"
+    "/* weight gradient over weight rows (a * kw + d) * cin + c in [b, e) */\n"
+    "static inline void pxc_conv_wgrad_body(void *vc, int64_t b, int64_t e) {\n"
+    "    const pxc_conv_ctx *k = (const pxc_conv_ctx *)vc;\n"
+    "    for (int64_t q = b; q < e; q++) {\n"
+    "        int64_t t = q / k->cin, c = q % k->cin, a = t / k->kw, d = t % k->kw;\n"
+    "        float *w = k->out + q * k->cout;\n"
+    "        if (k->beta == 0.0f)\n"
+    "            for (int64_t o = 0; o < k->cout; o++) w[o] = 0.0f;\n"
+    "        for (int64_t row = 0; row < k->rows; row++) {\n"
+    "            int64_t img = row / k->Ho, i = row % k->Ho;\n"
+    "            const float *xp = k->x + ((img * k->Hp + i + a) * k->Wp + d) * k->cin + c;\n"
+    "            for (int64_t j = 0; j < k->Wo; j++) {\n"
+    "                float xv = xp[j * k->cin];\n"
+    "                const float *g = k->y + (row * k->Wo + j) * k->cout;\n"
+    "                for (int64_t o = 0; o < k->cout; o++) w[o] += xv * g[o];\n"
+    "            }\n"
+    "        }\n"
+    "    }\n"
     "}\n"
     "\n";
 
@@ -541,6 +595,31 @@ static void c_stmt(Emit *E, const KirStmt *s, int d) {
         fprintf(f, "if (%s_parallel_for && m > 1) %s_parallel_for(pxc_gemm_body, &g, 0, m);\n", E->name, E->name);
         indent(f, d + 1);
         fputs("else pxc_gemm_body(&g, 0, m);\n", f);
+        indent(f, d);
+        fputs("}\n", f);
+        return;
+    }
+    case KS_CONV: {
+        const KirConv *v = &s->conv;
+        bool fwd = v->form == KIR_CONV_FORWARD;
+        indent(f, d);
+        fprintf(f, "{\n");
+        indent(f, d + 1);
+        fprintf(f, "pxc_conv_ctx k = {%s, %s, %s, %s, (", fn->params[v->x].name, fn->params[v->w].name,
+                fn->params[v->y].name, fn->params[fwd ? v->y : v->w].name);
+        c_expr(E, NULL, v->images);
+        fprintf(f, ") * %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, ", (long long)v->Ho, (long long)v->Ho,
+                (long long)v->Wo, (long long)v->Hp, (long long)v->Wp, (long long)v->kh, (long long)v->kw,
+                (long long)v->cin, (long long)v->cout);
+        c_float(f, v->beta, KT_F32);
+        fputs("};\n", f);
+        indent(f, d + 1);
+        fprintf(f, "int64_t units = %s;\n", fwd ? "k.rows" : "k.kh * k.kw * k.cin");
+        indent(f, d + 1);
+        fprintf(f, "if (%s_parallel_for && units > 1) %s_parallel_for(%s, &k, 0, units);\n", E->name, E->name,
+                fwd ? "pxc_conv_fwd_body" : "pxc_conv_wgrad_body");
+        indent(f, d + 1);
+        fprintf(f, "else %s(&k, 0, units);\n", fwd ? "pxc_conv_fwd_body" : "pxc_conv_wgrad_body");
         indent(f, d);
         fputs("}\n", f);
         return;

@@ -300,6 +300,20 @@ void kir_gemm(KirProgram *p, KirFunc *fn, const KirGemm *g) {
     add_stmt(p, fn, NULL, s);
 }
 
+void kir_conv(KirProgram *p, KirFunc *fn, const KirConv *c) {
+    PXC_ASSERT(c->beta == 0 || c->beta == 1);
+    PXC_ASSERT(c->form == KIR_CONV_FORWARD || c->form == KIR_CONV_WGRAD);
+    PXC_ASSERT(c->cout > 0 && c->cout % 16 == 0 && c->cin > 0 && c->kh > 0 && c->kw > 0 && c->Ho > 0 && c->Wo > 0);
+    PXC_ASSERT(c->Hp >= c->Ho + c->kh - 1 && c->Wp >= c->Wo + c->kw - 1);
+    int out = c->form == KIR_CONV_FORWARD ? c->y : c->w;
+    PXC_ASSERT(fn->params[out].out && fn->params[c->x].elem == KT_F32 && fn->params[c->w].elem == KT_F32 &&
+               fn->params[c->y].elem == KT_F32);
+    KirStmt *s = arena_alloc(&p->arena, sizeof *s);
+    s->k = KS_CONV;
+    s->conv = *c;
+    add_stmt(p, fn, NULL, s);
+}
+
 /* ---- printing ------------------------------------------------------------------- */
 
 static const char *type_name(KirType t) {
@@ -458,6 +472,16 @@ static void pstmt(PrintCtx *c, const KirStmt *s, FILE *f, int d) {
         fprintf(f, " ldb=%lld, beta=%g, C=%s+", (long long)g->ldb, (double)g->beta, fn->params[g->c].name);
         pexpr(c, g->c_off, f);
         fprintf(f, " ldc=%lld);\n", (long long)g->ldc);
+        return;
+    }
+    case KS_CONV: {
+        const KirConv *v = &s->conv;
+        fprintf(f, "conv %s(images=", v->form == KIR_CONV_FORWARD ? "forward" : "wgrad");
+        pexpr(c, v->images, f);
+        fprintf(f, ", x=%s %lldx%lldx%lld, w=%s %lldx%lldx%lldx%lld, y=%s %lldx%lldx%lld, beta=%g);\n",
+                fn->params[v->x].name, (long long)v->Hp, (long long)v->Wp, (long long)v->cin, fn->params[v->w].name,
+                (long long)v->kh, (long long)v->kw, (long long)v->cin, (long long)v->cout, fn->params[v->y].name,
+                (long long)v->Ho, (long long)v->Wo, (long long)v->cout, (double)v->beta);
         return;
     }
     }

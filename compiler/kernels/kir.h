@@ -73,6 +73,23 @@
  * trans_a; C by m0*ldc) and must then run OpenBLAS at one thread. A GEMM is
  * always a top-level statement of a function.
  *
+ * Direct convolutions (KS_CONV; "implicit GEMM": no im2col buffer) are a
+ * stride-1 kh x kw convolution over an input already padded (zero borders)
+ * to Hp x Wp, with the weights in the [kh, kw, cin, cout] layout:
+ *     x[((img*Hp + i + a)*Wp + j + d)*cin + c]   img < images, i < Ho, j < Wo
+ *     w[((a*kw + d)*cin + c)*cout + o]           a < kh, d < kw, c < cin, o < cout
+ *     y[((img*Ho + i)*Wo + j)*cout + o]          (Hp >= Ho + kh - 1, Wp >= Wo + kw - 1)
+ * KIR_CONV_FORWARD writes y (x, w read):
+ *     y[img,i,j,o] = sum_{a,d,c} x[img, i+a, j+d, c] * w[a,d,c,o]  + beta * y[img,i,j,o]
+ * KIR_CONV_WGRAD writes w (x, y read; y is the output's gradient):
+ *     w[a,d,c,o] = sum_{img,i,j} x[img, i+a, j+d, c] * y[img,i,j,o]  + beta * w[a,d,c,o]
+ * beta is 0 (the target is written, never read: it may hold NaN) or 1.
+ * cout is a multiple of 16; the sums are float, in an order the printer
+ * chooses. A printer may split the work over threads (the output rows of
+ * the forward form, the (a, d, c) rows of the weight gradient: no two
+ * threads write one element) and must tile registers as it likes. A
+ * convolution is always a top-level statement of a function.
+ *
  * ---- Integer arguments -----------------------------------------------------
  *
  * Many kernels differ only in integer constants (spatial sizes, channel
@@ -213,6 +230,7 @@ typedef enum KirStmtKind {
     KS_ACCUM,   /* params[param][index] += value */
     KS_SET,     /* locals[local][index] = value  (index NULL for a scalar local) */
     KS_GEMM,    /* cblas_sgemm, see the header comment; top level only */
+    KS_CONV,    /* direct stride-1 convolution, see the header comment; top level only */
 } KirStmtKind;
 
 enum {
@@ -229,6 +247,16 @@ typedef struct KirGemm {
     float alpha, beta;             /* beta is 0 or 1 */
 } KirGemm;
 
+enum { KIR_CONV_FORWARD, KIR_CONV_WGRAD };
+
+typedef struct KirConv {
+    int form;                      /* KIR_CONV_FORWARD (writes y) or KIR_CONV_WGRAD (writes w) */
+    int x, w, y;                   /* params (F32 pointers) */
+    KirExpr *images;               /* I64; may use the batch n */
+    int64_t Ho, Wo, Hp, Wp, kh, kw, cin, cout;
+    float beta;                    /* 0 or 1 */
+} KirConv;
+
 typedef struct KirStmt KirStmt;
 struct KirStmt {
     KirStmtKind k;
@@ -244,6 +272,8 @@ struct KirStmt {
     KirExpr *value;                /* of the target's element type */
     /* KS_GEMM */
     KirGemm gemm;
+    /* KS_CONV */
+    KirConv conv;
 };
 
 /* ---- functions ----------------------------------------------------------------- */
@@ -370,6 +400,7 @@ typedef struct KirOptions {
     const char *name;        /* model name, a C identifier (default "model"; kir_valid_name) */
     bool no_fusion;          /* one kernel per graph op (debugging, tests) */
     bool no_reuse;           /* every arena buffer gets its own space */
+    bool no_direct_conv;     /* every convolution as im2col + GEMM (no KS_CONV; tests, A/B runs) */
     bool exact_kernels;      /* keep every integer constant literal: no kir_parameterise */
 } KirOptions;
 
@@ -437,6 +468,7 @@ void kir_store(KirProgram *p, KirFunc *fn, KirStmt *into, int param, KirExpr *in
 void kir_accum(KirProgram *p, KirFunc *fn, KirStmt *into, int param, KirExpr *index, KirExpr *value);
 void kir_set(KirProgram *p, KirFunc *fn, KirStmt *into, int local, KirExpr *index, KirExpr *value);
 void kir_gemm(KirProgram *p, KirFunc *fn, const KirGemm *g);
+void kir_conv(KirProgram *p, KirFunc *fn, const KirConv *c);
 /* Finish fn: returns the id of an identical existing function (fn is
  * dropped) or of fn, now appended to p->funcs. comment may be NULL. */
 int kir_func_finish(KirProgram *p, KirFunc *fn, const char *comment);

@@ -24,7 +24,8 @@
  *     whose other factor varies with V (V's stride: 1 or not decides
  *     contiguous vector loads).
  * Index arithmetic that varies only in outer loops is loop-invariant in the
- * vectorised loop and costs nothing as an argument.
+ * vectorised loop and costs nothing as an argument. A direct convolution
+ * (KS_CONV) keeps all its sizes: its printers tile registers by them.
  */
 #include "kir.h"
 
@@ -113,6 +114,7 @@ static void protect_stmts(PtrSet *keep, KirStmt *const *body, int n, int var) {
             protect_expr(keep, s->value, var);
             break;
         case KS_GEMM: break;   /* sizes and offsets: arguments of cblas_sgemm at run time anyway */
+        case KS_CONV: protect_all(keep, s->conv.images); break;   /* its printers tile by the sizes */
         }
     }
 }
@@ -228,6 +230,7 @@ static KirStmt *walk_stmt(Walk *w, const KirStmt *s) {
         c.gemm.b_off = walk_expr(w, s->gemm.b_off);
         c.gemm.c_off = walk_expr(w, s->gemm.c_off);
         break;
+    case KS_CONV: c.conv.images = walk_expr(w, s->conv.images); break;
     default: w->failed = true; break;
     }
     if (!w->rewrite) return NULL;

@@ -7,7 +7,11 @@
  *
  *   pointwise MAT      one pass: rows of the image in parallel, the node's
  *                      whole inlined expression per channel segment
- *   conv2d             im2col pack (causal padding folded in, the input's
+ *   conv2d (stride 1, cout % 16 == 0, several taps)   a pad pack (the input
+ *                      once, with its padding as zero borders; the inlined
+ *                      expression folded in as below) + a direct convolution
+ *                      (KS_CONV) reading it in place
+ *   conv2d (others)    im2col pack (causal padding folded in, the input's
  *                      inlined expression — concat_elu — folded into the
  *                      pack; a dropout, a hash per element, is computed
  *                      once into scratch first, as the pack repeats every
@@ -16,6 +20,11 @@
  *   nin (1x1 conv)     sgemm straight on the input buffer when it is one
  *   deconv2d           sgemm to columns + a gather (col2im) that adds bias
  *   conv2d_dx          sgemm with w^T + gather;   conv2d_dw: pack + sgemm A^T
+ *                      (direct ones: conv2d_dw is a KS_CONV weight gradient
+ *                      on the forward's pad pack and dy; conv2d_dx, when the
+ *                      input has a multiple of 16 channels, a KS_CONV
+ *                      forward of dy zero-bordered on the opposite sides
+ *                      with the weight's taps flipped, channels swapped)
  *   deconv2d_dx / _dw  pack of dy + sgemm (the two share the pack)
  *   wnorm              per-channel norms + scaling; wnorm_dv/dg fused
  *   bias_grad, class_bias_dhw   reductions (float64 accumulators)
@@ -721,6 +730,81 @@ static void build_gemm(KB *kb, void *vctx) {
 
 static void gemm(Lower *L, GemmCtx gc, const char *note) { emit_kernel(L, "gemm", build_gemm, &gc, note); }
 
+/* ---- direct convolutions ---------------------------------------------------------------------- */
+
+/* KS_CONV over a zero-bordered input x [n, Hp, Wp, cin] (a pad pack). */
+typedef struct ConvCtx {
+    int form;                  /* KIR_CONV_FORWARD: y written; KIR_CONV_WGRAD: w written */
+    int x, w, y;               /* buffers */
+    int64_t Ho, Wo, Hp, Wp, kh, kw, cin, cout;
+    float beta;
+    int note_node;
+} ConvCtx;
+
+static void build_conv(KB *kb, void *vctx) {
+    ConvCtx *cc = vctx;
+    Lower *L = kb->L;
+    if (cc->note_node >= 0) kb_note(kb, cc->note_node);
+    bool fwd = cc->form == KIR_CONV_FORWARD;
+    KirConv k;
+    memset(&k, 0, sizeof k);
+    k.form = cc->form;
+    k.x = kb_arg(kb, cc->x, false, "x");
+    k.w = kb_arg(kb, cc->w, !fwd, "w");
+    k.y = kb_arg(kb, cc->y, fwd, "y");
+    k.images = kir_batch(P);
+    k.Ho = cc->Ho, k.Wo = cc->Wo, k.Hp = cc->Hp, k.Wp = cc->Wp, k.kh = cc->kh, k.kw = cc->kw;
+    k.cin = cc->cin, k.cout = cc->cout, k.beta = cc->beta;
+    kir_conv(P, kb->fn, &k);
+}
+
+/* Does a conv2d with these attributes and cout output channels run as a
+ * direct convolution (stride 1, several taps, padding within the kernel,
+ * cout a multiple of 16)? The rest keeps im2col + sgemm. */
+static bool direct_conv(const Lower *L, const Attrs *a, int64_t cout) {
+    if (L->opt.no_direct_conv) return false;
+    return a->stride == 1 && a->kh * a->kw > 1 && cout % 16 == 0 && a->pad_t >= 0 && a->pad_t < a->kh &&
+           a->pad_b >= 0 && a->pad_b < a->kh && a->pad_l >= 0 && a->pad_l < a->kw && a->pad_r >= 0 &&
+           a->pad_r < a->kw;
+}
+
+/* The conv's input with its padding as zero borders: [n, Ho+kh-1, Wo+kw-1, C]
+ * (the pack with a 1x1 window; cached like any pack). */
+static int pad_pack(Lower *L, int src, const Attrs *a, int64_t Ho, int64_t Wo, int for_node, const char *note) {
+    const Shape *s = &ND(L, src)->shape;
+    PackGeo g = {(int)(Ho + a->kh - 1), (int)(Wo + a->kw - 1), 1, 1, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1]};
+    return pack(L, src, &g, for_node, note);
+}
+
+/* wt[((a*kw + d)*O + o)*C + c] = w[(((kh-1-a)*kw + kw-1-d)*C + c)*O + o]: the weight
+ * of the input gradient as a forward convolution (taps flipped, channels swapped). */
+typedef struct FlipCtx {
+    int w, out;
+    int64_t taps, C, O;
+    int note_node;
+} FlipCtx;
+
+static void build_wflip(KB *kb, void *vctx) {
+    FlipCtx *fc_ = vctx;
+    Lower *L = kb->L;
+    kb_note(kb, fc_->note_node);
+    int src = kb_arg(kb, fc_->w, false, "w"), dst = kb_arg(kb, fc_->out, true, "wt");
+    KirStmt *lt = kir_loop(P, kb->fn, NULL, ic(L, 0), ic(L, fc_->taps), 0);
+    KirStmt *lo = kir_loop(P, kb->fn, lt, ic(L, 0), ic(L, fc_->O), 0);
+    KirStmt *lc = kir_loop(P, kb->fn, lo, ic(L, 0), ic(L, fc_->C), 0);
+    KirExpr *t = kir_var(P, kir_loop_var(lt)), *o = kir_var(P, kir_loop_var(lo)), *c = kir_var(P, kir_loop_var(lc));
+    KirExpr *flipped = kir_op2(P, KX_SUB, ic(L, fc_->taps - 1), t);
+    KirExpr *si = iadd(L, imulc(L, iadd(L, imulc(L, flipped, fc_->C), c), fc_->O), o);
+    KirExpr *di = iadd(L, imulc(L, iadd(L, imulc(L, t, fc_->O), o), fc_->C), c);
+    kir_store(P, kb->fn, lc, dst, di, kir_load(P, kb->fn, src, si));
+}
+
+static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t Ho, int64_t Wo, int64_t cin,
+                        int64_t cout, float beta, int note_node) {
+    ConvCtx c = {form, x, w, y, Ho, Wo, Ho + a->kh - 1, Wo + a->kw - 1, a->kh, a->kw, cin, cout, beta, note_node};
+    return c;
+}
+
 /* out[p, o] = bias[o] for every pixel (before a GEMM with beta 1). */
 typedef struct FillCtx {
     int out, bias_node;
@@ -1345,7 +1429,10 @@ static void emit_conv(Lower *L, int i, const char *note) {
     bool init = L->entry == KE_INIT && is_init_layer(L, i);
     int A;
     int64_t lda;
-    if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
+    bool direct = direct_conv(L, a, O);
+    if (direct) {
+        A = pad_pack(L, x, a, Ho, Wo, i, note), lda = 0;
+    } else if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
         A = L->val[x].buf, lda = C;
     } else {
         PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1]};
@@ -1364,9 +1451,14 @@ static void emit_conv(Lower *L, int i, const char *note) {
     }
     if (other >= 0) {
         NodeVal *ov = &L->val[other];
-        GemmCtx gc = gemm_ctx(A, wb, ov->buf, i);
-        gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = 1;
-        gemm(L, gc, note);
+        if (direct) {
+            ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, ov->buf, a, Ho, Wo, C, O, 1, i);
+            emit_kernel(L, "conv", build_conv, &cc, note);
+        } else {
+            GemmCtx gc = gemm_ctx(A, wb, ov->buf, i);
+            gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = 1;
+            gemm(L, gc, note);
+        }
         NodeVal *sv = &L->val[sum];
         *sv = *ov;
         if (b >= 0) sv->bias[sv->nbias++] = b;
@@ -1381,9 +1473,14 @@ static void emit_conv(Lower *L, int i, const char *note) {
         emit_kernel(L, "fill_bias", build_fill_bias, &f, note);
         beta = 1;
     }
-    GemmCtx gc = gemm_ctx(A, wb, out, i);
-    gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = beta;
-    gemm(L, gc, note);
+    if (direct) {
+        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, out, a, Ho, Wo, C, O, beta, i);
+        emit_kernel(L, "conv", build_conv, &cc, note);
+    } else {
+        GemmCtx gc = gemm_ctx(A, wb, out, i);
+        gc.m_per_image = Ho * Wo, gc.N = O, gc.K_const = K2, gc.lda = lda, gc.ldb = O, gc.ldc = O, gc.beta = beta;
+        gemm(L, gc, note);
+    }
     NodeVal *v = &L->val[i];
     v->buf = out;
     if (init) run_init(L, i, out, false, note);
@@ -1426,6 +1523,23 @@ static void emit_conv_dx(Lower *L, int i, const char *note) {
     int64_t H = nd->shape.d[0], W = nd->shape.d[1], C = nd->shape.d[2], K2 = (int64_t)a->kh * a->kw * C;
     int wb = weight_buf(L, nd->in[1], i);
     if (wb < 0) return;
+    if (direct_conv(L, a, O) && C % 16 == 0) {
+        /* the gather form: dx = a forward convolution of dy, zero-bordered on
+         * the opposite sides, with the flipped, transposed weight */
+        Attrs fa = *a;
+        fa.pad_t = a->kh - 1 - a->pad_t, fa.pad_b = a->kh - 1 - a->pad_b;
+        fa.pad_l = a->kw - 1 - a->pad_l, fa.pad_r = a->kw - 1 - a->pad_r;
+        int Dp = pad_pack(L, dy, &fa, H, W, i, note);
+        int wt = new_arena_buf(L, "flipped weight", i, 4LL * a->kh * a->kw * C * O, false);
+        FlipCtx fl = {wb, wt, (int64_t)a->kh * a->kw, C, O, i};
+        emit_kernel(L, "pack_weight", build_wflip, &fl, note);
+        int out = value_buf(L, i, NULL);
+        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, Dp, wt, out, &fa, H, W, O, C, 0, i);
+        emit_kernel(L, "conv", build_conv, &cc, note);
+        L->val[i].kind = NV_BUF;
+        L->val[i].buf = out;
+        return;
+    }
     int D = dense(L, dy, i, note);
     int out = value_buf(L, i, NULL);
     if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a)) {
@@ -1451,6 +1565,17 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
     int x = nd->in[0], dy = nd->in[1];
     const Shape *xs = &ND(L, x)->shape, *ds = &ND(L, dy)->shape;
     int64_t C = xs->d[2], Ho = ds->d[0], Wo = ds->d[1], O = ds->d[2], K2 = (int64_t)a->kh * a->kw * C;
+    if (direct_conv(L, a, O)) {
+        /* dw[a,d,c,o] = sum over pixels of x_padded[pixel + (a,d), c] * dy[pixel, o], x read in place */
+        int X = pad_pack(L, x, a, Ho, Wo, i, note);
+        int D = dense(L, dy, i, note);
+        int out = value_buf(L, i, NULL);
+        ConvCtx cc = conv_ctx(KIR_CONV_WGRAD, X, out, D, a, Ho, Wo, C, O, 0, i);
+        emit_kernel(L, "conv", build_conv, &cc, note);
+        L->val[i].kind = NV_BUF;
+        L->val[i].buf = out;
+        return;
+    }
     int A;
     if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
         A = L->val[x].buf;

@@ -214,6 +214,7 @@ void jit_rt_sgemm(int32_t order, int32_t ta, int32_t tb, int32_t m, int32_t n, i
  * kind comes from its name (kernel IR: k<i>_<stem>), jit_kernel_kind. */
 typedef enum JitKernelKind {
     JIT_KIND_GEMM,      /* cblas_sgemm */
+    JIT_KIND_CONV,      /* direct convolutions (KS_CONV) */
     JIT_KIND_PACK,      /* im2col packing and col2im */
     JIT_KIND_EW,        /* fused element-wise loops, bias/gain reductions, fills */
     JIT_KIND_WNORM,     /* weight normalisation and its gradient */

@@ -172,4 +172,14 @@ LLVMValueRef jir_loop_carry(JitIR *ir, JirLoop *L, LLVMValueRef init);
 void jir_loop_next(JirLoop *L, int k, LLVMValueRef next);
 void jir_loop_end(JitIR *ir, JirLoop *L);
 
+/* ---- direct convolutions (jit_conv.c) ------------------------------------ */
+
+/* Print KS_CONV k into the kernel f being built (builder at the statement):
+ * an internal body function `name` holding the register-tiled loops, and
+ * the call (through jit_rt_parallel_for when large). X, W, Y: the float
+ * pointers of k's params; images: I64. */
+struct KirConv;
+void jit_conv_emit(JitIR *ir, LLVMValueRef f, const char *name, const struct KirConv *k, LLVMValueRef X,
+                   LLVMValueRef W, LLVMValueRef Y, LLVMValueRef images);
+
 #endif

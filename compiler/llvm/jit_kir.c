@@ -19,6 +19,8 @@
  *     `f.chunk<i>(n, seed, p..., lo, hi)` (noalias params, its own locals)
  *     and run through jit_rt_parallel_for over pxc's two threads, or called
  *     directly when the loop is too small to be worth a second thread.
+ *   - KS_CONV is a register-tiled direct convolution over <16 x float>
+ *     vectors (jit_conv.c), its rows or tiles split over the two threads.
  *   - KS_GEMM calls cblas_sgemm through jit_rt_sgemm (which blocks tall,
  *     narrow products by rows); large ones split M over the two threads
  *     (OpenBLAS at one thread, set by jit_add_runtime_symbols).
@@ -327,7 +329,8 @@ static void stmt(FnCtx *c, const KirStmt *s) {
         LLVMBuildStore(b, v, local_ptr(c, s->target, s->index));
         return;
     }
-    case KS_GEMM: break;   /* top level only: handled by the function printer */
+    case KS_GEMM:
+    case KS_CONV: break;   /* top level only: handled by the function printer */
     }
     diag_error(c->dl, srcloc_none(), "JIT: kernel '%s': malformed statement (kind %d; an internal error in pxc)",
                c->fn->name, (int)s->k);
@@ -652,6 +655,22 @@ static void gemm(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     memo_reset(c);
 }
 
+/* A direct convolution: jit_conv.c prints it. */
+static void conv(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
+    const KirConv *v = &s->conv;
+    int np = c->fn->nparams;
+    if (v->x < 0 || v->x >= np || v->w < 0 || v->w >= np || v->y < 0 || v->y >= np) {
+        diag_error(c->dl, srcloc_none(), "JIT: kernel '%s': convolution operand out of range (an internal error in pxc)",
+                   c->fn->name);
+        c->failed = true;
+        return;
+    }
+    char *name = xasprintf("%s.conv%d", c->fn->name, k);
+    jit_conv_emit(c->ir, f, name, v, c->params[v->x], c->params[v->w], c->params[v->y], expr(c, v->images));
+    free(name);
+    memo_reset(c);
+}
+
 static bool has_reduce(KirStmt *const *body, int n) {
     for (int i = 0; i < n; i++)
         if (body[i]->k == KS_LOOP && ((body[i]->flags & KIR_LOOP_REDUCE) || has_reduce(body[i]->body, body[i]->nbody)))
@@ -683,6 +702,8 @@ static bool print_func(JitIR *ir, const KirProgram *prog, const KirFunc *fn, Dia
             parallel_loop(&c, f, s, i);
         else if (s->k == KS_GEMM)
             gemm(&c, f, s, i);
+        else if (s->k == KS_CONV)
+            conv(&c, f, s, i);
         else
             stmt(&c, s);
     }
@@ -1026,6 +1047,8 @@ static JitTier kernel_tier(const KirProgram *prog, int f, const bool *hot_entry_
     const KirFunc *fn = &prog->funcs[f];
     if (!tiering) return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
     if (!hot_entry_calls[f]) return JIT_TIER_COLD;
+    for (int i = 0; i < fn->nbody; i++)
+        if (fn->body[i]->k == KS_CONV) return JIT_TIER_HOT;   /* its vector loops want O3 */
     bool only_gemm = fn->nbody > 0;
     for (int i = 0; i < fn->nbody; i++) only_gemm &= fn->body[i]->k == KS_GEMM;
     if (only_gemm) return JIT_TIER_COLD;

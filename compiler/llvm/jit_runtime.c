@@ -184,7 +184,7 @@ void jit_rt_parallel_for(JitRtBody body, void *ctx, int64_t n, int64_t align) {
 static atomic_int prof_on;
 static _Atomic int64_t prof_ns[JIT_KIND_COUNT], prof_calls[JIT_KIND_COUNT];
 
-static const char *const kind_names[JIT_KIND_COUNT] = {"gemm", "packing", "elementwise", "weight norm", "loss",
+static const char *const kind_names[JIT_KIND_COUNT] = {"gemm", "conv", "packing", "elementwise", "weight norm", "loss",
                                                        "other"};
 
 JitKernelKind jit_kernel_kind(const char *name) {
@@ -192,6 +192,7 @@ JitKernelKind jit_kernel_kind(const char *name) {
     if (!u) return JIT_KIND_OTHER;
     u++;
     if (!strncmp(u, "gemm", 4)) return JIT_KIND_GEMM;
+    if (!strncmp(u, "conv", 4)) return JIT_KIND_CONV;
     if (!strncmp(u, "pack", 4) || !strncmp(u, "col2im", 6)) return JIT_KIND_PACK;
     if (!strncmp(u, "wnorm", 5)) return JIT_KIND_WNORM;
     if (!strncmp(u, "dmol", 4) || !strncmp(u, "softmax", 7) || !strcmp(u, "sum")) return JIT_KIND_LOSS;
