@@ -41,7 +41,7 @@
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
  * cache key includes it (and the build times of this file and jit_ir.c, so
  * a rebuilt pxc never trusts objects an older printer made). */
-#define JIT_CODEGEN_VERSION 4
+#define JIT_CODEGEN_VERSION 5
 
 /* A parallel loop runs serially below this many (estimated) inner iterations. */
 #define PAR_MIN_WORK 8192
@@ -1048,7 +1048,7 @@ static JitTier kernel_tier(const KirProgram *prog, int f, const bool *hot_entry_
     if (!tiering) return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
     if (!hot_entry_calls[f]) return JIT_TIER_COLD;
     for (int i = 0; i < fn->nbody; i++)
-        if (fn->body[i]->k == KS_CONV) return JIT_TIER_HOT;   /* its vector loops want O3 */
+        if (fn->body[i]->k == KS_CONV) return JIT_TIER_HOT;   /* its vector loops want the hot pipeline */
     bool only_gemm = fn->nbody > 0;
     for (int i = 0; i < fn->nbody; i++) only_gemm &= fn->body[i]->k == KS_GEMM;
     if (only_gemm) return JIT_TIER_COLD;
