@@ -1,7 +1,8 @@
 /*
  * test_kir.c — the kernel IR without a C compiler: the transcendentals'
  * reference versions against libm in double, the builder's folding, the
- * printer's text, kernel deduplication, the arena planner (hand-computed
+ * printer's text, kernel deduplication and merging up to integer constants
+ * (kir_parameterise), the arena planner (hand-computed
  * placements, and on a whole network: no two buffers live at the same time
  * share a byte, for several batch sizes), the fusion decisions on the
  * PixelCNN++ graph, and the diagnostics for what the lowering does not take.
@@ -121,6 +122,84 @@ static void test_print_and_dedup(void **state) {
     assert_true(e->k == KX_CONST && e->i == 6);
     assert_true(kir_op2(p, KX_MUL, x, kir_const_i64(p, 1)) == x);
     assert_int_equal(kir_op2(p, KX_LT, x, x)->t, KT_BOOL);
+    kir_free(p);
+}
+
+/* ---- merging kernels equal up to integer constants (kir_parameterise) --------------------- */
+
+/* y[v0*C + v1] = a[v0*C + v1] + uniform(stream, v0 / R, v0 * C + v1) (+ a[v1 / D] when D > 0)
+ * over v0 in [0, n*R), v1 in [0, C). */
+static int build_rows(KirProgram *p, int64_t R, int64_t C, int stream, int64_t D) {
+    KirFunc *fn = kir_func_begin(p, "rows");
+    int y = kir_func_param(p, fn, "y", KT_F32, true);
+    int a = kir_func_param(p, fn, "a", KT_F32, false);
+    KirStmt *l0 = kir_loop(p, fn, NULL, kir_const_i64(p, 0), kir_op2(p, KX_MUL, kir_batch(p), kir_const_i64(p, R)),
+                           KIR_LOOP_PARALLEL);
+    KirStmt *l1 = kir_loop(p, fn, l0, kir_const_i64(p, 0), kir_const_i64(p, C), 0);
+    KirExpr *v0 = kir_var(p, kir_loop_var(l0)), *v1 = kir_var(p, kir_loop_var(l1));
+    KirExpr *idx = kir_op2(p, KX_ADD, kir_op2(p, KX_MUL, v0, kir_const_i64(p, C)), v1);
+    KirExpr *v = kir_op2(p, KX_ADD, kir_load(p, fn, a, idx),
+                         kir_uniform(p, stream, kir_op2(p, KX_DIV, v0, kir_const_i64(p, R)), idx));
+    if (D > 0) v = kir_op2(p, KX_ADD, v, kir_load(p, fn, a, kir_op2(p, KX_DIV, v1, kir_const_i64(p, D))));
+    kir_store(p, fn, l1, y, idx, v);
+    return kir_func_finish(p, fn, "rows");
+}
+
+static void test_parameterise(void **state) {
+    (void)state;
+    KirProgram *p = kir_program_new("t");
+    int ya = kir_buf(p, "y", KB_ARENA, KT_F32, 0, 0, 0, 4096, -1), xa = kir_buf(p, "x", KB_X, KT_F32, 0, 0, 0, 4096, -1);
+    int f[6] = {
+        build_rows(p, 4, 8, 1, 0),
+        build_rows(p, 2, 8, 3, 0),    /* R and the stream differ: merged with f[0] */
+        build_rows(p, 4, 16, 1, 0),   /* the inner trip count differs: kept apart */
+        build_rows(p, 4, 8, 1, 3),
+        build_rows(p, 4, 8, 1, 5),    /* a divisor of the inner variable differs: kept apart */
+        build_rows(p, 6, 8, 1, 3),    /* R differs from f[3]: merged with it */
+    };
+    assert_int_equal(p->nfuncs, 6);
+    for (int i = 0; i < 6; i++) kir_step(p, KE_FORWARD, f[i], (int[]){ya, xa}, 2, kir_always());
+    kir_step(p, KE_FORWARD, f[1], (int[]){ya, xa}, 2, kir_always());
+    kir_parameterise(p);
+    assert_int_equal(p->nfuncs_exact, 6);
+    assert_int_equal(p->nfuncs, 4);
+    const KirStep *st = p->entry[KE_FORWARD].steps;
+    int m = st[0].func;
+    assert_int_equal(st[1].func, m);
+    assert_int_equal(st[6].func, m);
+    assert_int_equal(p->funcs[m].nints, 2);   /* R (the bound and the divisor share it) and the stream */
+    assert_int_equal(p->funcs[m].ncalls, 3);
+    int64_t want[3][2] = {{4, 1}, {2, 3}, {2, 3}};
+    for (int k = 0; k < 3; k++) {
+        const KirStep *s = &st[k == 2 ? 6 : k];
+        assert_int_equal(s->ints[0], want[k][0]);
+        assert_int_equal(s->ints[1], want[k][1]);
+    }
+    char *s = print_to_string(p, &p->funcs[m]);
+    const char *body =
+        "func k0_rows(n, seed, out f32 y, f32 a, i64 a0, i64 a1) {\n"
+        "  for v0 in [0, (n * a0)) parallel {\n"
+        "    for v1 in [0, 8) {\n"
+        "      y[((v0 * 8) + v1)] = (a[((v0 * 8) + v1)] + uniform(a1, (v0 / a0), ((v0 * 8) + v1)));\n"
+        "    }\n"
+        "  }\n"
+        "}\n";
+    if (!strstr(s, body)) fail_msg("printed:\n%s\nexpected to contain:\n%s", s, body);
+    free(s);
+    assert_int_equal(st[2].func, 1);
+    assert_int_equal(p->funcs[1].nints, 0);
+    assert_null(st[2].ints);
+    assert_int_not_equal(st[3].func, st[4].func);
+    assert_int_equal(st[5].func, st[3].func);
+    assert_int_equal(p->funcs[st[3].func].nints, 1);
+    assert_int_equal(st[5].ints[0], 6);
+    s = print_to_string(p, &p->funcs[st[3].func]);
+    assert_non_null(strstr(s, "(v1 / 3)"));   /* the divisor stayed literal */
+    free(s);
+    /* a second run merges nothing more */
+    kir_parameterise(p);
+    assert_int_equal(p->nfuncs, 4);
+    assert_int_equal(p->nfuncs_exact, 6);
     kir_free(p);
 }
 
@@ -255,6 +334,16 @@ static void test_network_plan(void **state) {
     Net net;
     net_build(&net, "pixelcnnpp_cifar10", small_sets, 8, false);
     check_plan(net.p);
+    /* kernels equal up to integer constants were merged; every call passes its integers */
+    assert_true(net.p->nfuncs < net.p->nfuncs_exact);
+    int merged = 0;
+    for (int i = 0; i < net.p->nfuncs; i++) merged += net.p->funcs[i].nints > 0;
+    assert_true(merged > 0);
+    for (int e = 0; e < KE_COUNT; e++)
+        for (int k = 0; k < net.p->entry[e].nsteps; k++) {
+            const KirStep *st = &net.p->entry[e].steps[k];
+            assert_true(net.p->funcs[st->func].nints == 0 || st->ints != NULL);
+        }
     assert_true(kir_arena_bytes(net.p, 16) * 4 < kir_arena_naive_bytes(net.p, 16));
     char *buf = NULL;
     size_t len = 0;
@@ -386,6 +475,7 @@ int main(void) {
         cmocka_unit_test(test_log),
         cmocka_unit_test(test_log1p),
         cmocka_unit_test(test_print_and_dedup),
+        cmocka_unit_test(test_parameterise),
         cmocka_unit_test(test_plan_by_hand),
         cmocka_unit_test(test_network_plan),
         cmocka_unit_test(test_fusion),

@@ -268,6 +268,12 @@ static const char *ctype(KirType t) {
     return "void";
 }
 
+static void c_int(FILE *f, int64_t v) {
+    if (v > 2147483647LL || v < -2147483647LL) fprintf(f, "INT64_C(%lld)", (long long)v);
+    else if (v < 0) fprintf(f, "(%lld)", (long long)v);
+    else fprintf(f, "%lld", (long long)v);
+}
+
 static void c_float(FILE *f, double v, KirType t) {
     if (isinf(v)) { fputs(v > 0 ? (t == KT_F32 ? "INFINITY" : "(double)INFINITY") : (t == KT_F32 ? "(-INFINITY)" : "(-(double)INFINITY)"), f); return; }
     if (isnan(v)) { fputs("NAN", f); return; }
@@ -322,7 +328,7 @@ static void count_uses(const Emit *E, Uses *us, const KirExpr *e) {
 static bool tmp_worthy(const Emit *E, const KirExpr *e) {
     if (hoisted(E, e) >= 0) return false;
     switch (e->k) {
-    case KX_CONST: case KX_VAR: case KX_BATCH: return false;
+    case KX_CONST: case KX_VAR: case KX_BATCH: case KX_ARG: return false;
     case KX_LOCAL: return e->x[0] != NULL;
     default: return true;
     }
@@ -370,14 +376,13 @@ static void c_expr(Emit *E, Uses *us, const KirExpr *e) {
     switch (e->k) {
     case KX_CONST:
         if (e->t == KT_I64) {
-            if (e->i > 2147483647LL || e->i < -2147483647LL) fprintf(f, "INT64_C(%lld)", (long long)e->i);
-            else if (e->i < 0) fprintf(f, "(%lld)", (long long)e->i);
-            else fprintf(f, "%lld", (long long)e->i);
+            c_int(f, e->i);
         } else {
             c_float(f, e->f, e->t);
         }
         return;
     case KX_BATCH: fputs("n", f); return;
+    case KX_ARG: fprintf(f, "a%lld", (long long)e->i); return;
     case KX_VAR: fprintf(f, "v%lld", (long long)e->i); return;
     case KX_LOCAL:
         fprintf(f, "l%lld", (long long)e->i);
@@ -419,7 +424,13 @@ static void c_expr(Emit *E, Uses *us, const KirExpr *e) {
     case KX_UNIFORM:
         fputs("pxc_uniform(pxc_image_seed(seed, ", f);
         c_expr(E, us, e->x[1]);
-        fprintf(f, "), %lldu, (uint64_t)", (long long)e->i2);
+        if (e->x[2]->k == KX_CONST) {
+            fprintf(f, "), %lldu, (uint64_t)", (long long)e->x[2]->i);
+        } else {
+            fputs("), (uint32_t)", f);
+            c_expr(E, us, e->x[2]);
+            fputs(", (uint64_t)", f);
+        }
         c_expr(E, us, e->x[0]);
         fputc(')', f);
         return;
@@ -480,7 +491,7 @@ static bool invariant(const Emit *E, const KirExpr *e, int var) {
 
 /* Print the maximal invariant subexpressions of e as `const T hN = ...;`. */
 static void hoist_invariants(Emit *E, const KirExpr *e, int var, int d) {
-    if (!e || hoisted(E, e) >= 0 || e->k == KX_CONST || e->k == KX_VAR || e->k == KX_BATCH) return;
+    if (!e || hoisted(E, e) >= 0 || e->k == KX_CONST || e->k == KX_VAR || e->k == KX_BATCH || e->k == KX_ARG) return;
     if (invariant(E, e, var)) {
         indent(E->f, d);
         fprintf(E->f, "const %s h%d = ", ctype(e->t), E->nhoisted);
@@ -624,6 +635,7 @@ static void c_params(Emit *E, const KirFunc *fn) {
     for (int i = 0; i < fn->nparams; i++)
         fprintf(f, ", %s%s *restrict %s", fn->params[i].out ? "" : "const ", ctype(fn->params[i].elem),
                 fn->params[i].name);
+    for (int i = 0; i < fn->nints; i++) fprintf(f, ", int64_t a%d", i);
 }
 
 static void c_unused_and_locals(Emit *E, const KirFunc *fn, int d, bool params) {
@@ -632,6 +644,10 @@ static void c_unused_and_locals(Emit *E, const KirFunc *fn, int d, bool params) 
     fputs("(void)n;\n", f);
     indent(f, d);
     fputs("(void)seed;\n", f);
+    for (int i = 0; i < fn->nints; i++) {
+        indent(f, d);
+        fprintf(f, "(void)a%d;\n", i);
+    }
     if (params)
         for (int i = 0; i < fn->nparams; i++) {
             indent(f, d);
@@ -676,6 +692,7 @@ static void c_func(Emit *E, const KirFunc *fn) {
         fputs("typedef struct {\n    int64_t n;\n    uint64_t seed;\n", f);
         for (int i = 0; i < fn->nparams; i++)
             fprintf(f, "    %s%s *%s;\n", fn->params[i].out ? "" : "const ", ctype(fn->params[i].elem), fn->params[i].name);
+        for (int i = 0; i < fn->nints; i++) fprintf(f, "    int64_t a%d;\n", i);
         fprintf(f, "} %s_ctx;\n\n", fn->name);
         for (int i = 0; i < fn->nbody; i++) {
             const KirStmt *s = fn->body[i];
@@ -694,6 +711,7 @@ static void c_func(Emit *E, const KirFunc *fn) {
             fprintf(f, "    const %s_ctx *c = (const %s_ctx *)vctx;\n", fn->name, fn->name);
             fprintf(f, "    %s_loop%d(begin, end, c->n, c->seed", fn->name, i);
             for (int k = 0; k < fn->nparams; k++) fprintf(f, ", c->%s", fn->params[k].name);
+            for (int k = 0; k < fn->nints; k++) fprintf(f, ", c->a%d", k);
             fputs(");\n}\n\n", f);
         }
     }
@@ -706,6 +724,7 @@ static void c_func(Emit *E, const KirFunc *fn) {
         if (s->k == KS_LOOP && (s->flags & KIR_LOOP_PARALLEL)) {
             fprintf(f, "    {\n        %s_ctx c = {n, seed", fn->name);
             for (int k = 0; k < fn->nparams; k++) fprintf(f, ", %s", fn->params[k].name);
+            for (int k = 0; k < fn->nints; k++) fprintf(f, ", a%d", k);
             fputs("};\n        int64_t lo = ", f);
             c_expr(E, NULL, s->lo);
             fputs(", hi = ", f);
@@ -815,6 +834,11 @@ static void c_entry(Emit *E, KirEntryKind e) {
         for (int a = 0; a < st->nargs; a++) {
             fputs(",\n        ", f);
             c_addr(E, e, st->args[a]);
+        }
+        if (fn->nints) fputs(",\n        ", f);
+        for (int a = 0; a < fn->nints; a++) {
+            if (a) fputs(", ", f);
+            c_int(f, st->ints[a]);
         }
         fputs(");\n", f);
     }

@@ -76,6 +76,13 @@ KirExpr *kir_const_i64(KirProgram *p, int64_t v) {
 
 KirExpr *kir_batch(KirProgram *p) { return mk(p, KX_BATCH, KT_I64); }
 
+KirExpr *kir_arg(KirProgram *p, const KirFunc *fn, int arg) {
+    PXC_ASSERT(arg >= 0 && arg < fn->nints);
+    KirExpr *e = mk(p, KX_ARG, KT_I64);
+    e->i = arg;
+    return e;
+}
+
 KirExpr *kir_var(KirProgram *p, int var) {
     KirExpr *e = mk(p, KX_VAR, KT_I64);
     e->i = var;
@@ -186,10 +193,11 @@ KirExpr *kir_cast(KirProgram *p, KirType t, KirExpr *a) {
 
 KirExpr *kir_uniform(KirProgram *p, int stream, KirExpr *image, KirExpr *index) {
     PXC_ASSERT(index->t == KT_I64 && image->t == KT_I64);
+    PXC_ASSERT(stream >= 0);
     KirExpr *e = mk(p, KX_UNIFORM, KT_F32);
-    e->i2 = stream;
     e->x[0] = index;
     e->x[1] = image;
+    e->x[2] = kir_const_i64(p, stream);
     return e;
 }
 
@@ -209,6 +217,11 @@ int kir_func_param(KirProgram *p, KirFunc *fn, const char *name, KirType elem, b
     np[cap] = prm;
     fn->params = np;
     return fn->nparams++;
+}
+
+int kir_func_int(KirProgram *p, KirFunc *fn) {
+    (void)p;
+    return fn->nints++;
 }
 
 int kir_func_local(KirProgram *p, KirFunc *fn, KirType t, int len) {
@@ -327,9 +340,12 @@ static void print_float(FILE *f, double v, KirType t) {
 
 typedef struct PrintCtx {
     const KirFunc *fn;
+    bool (*hole)(void *ctx, const KirExpr *e);   /* print these I64 constants as `#` */
+    void *hole_ctx;
+    int nholes;
 } PrintCtx;
 
-static void pexpr(const PrintCtx *c, const KirExpr *e, FILE *f) {
+static void pexpr(PrintCtx *c, const KirExpr *e, FILE *f) {
     static const char *bin[KX_COUNT] = {
         [KX_ADD] = "+", [KX_SUB] = "-", [KX_MUL] = "*", [KX_DIV] = "/", [KX_MOD] = "%",
         [KX_LT] = "<", [KX_LE] = "<=", [KX_GT] = ">", [KX_GE] = ">=", [KX_EQ] = "==", [KX_NE] = "!=",
@@ -340,9 +356,16 @@ static void pexpr(const PrintCtx *c, const KirExpr *e, FILE *f) {
         [KX_SELECT] = "select"};
     switch (e->k) {
     case KX_CONST:
-        if (e->t == KT_I64) fprintf(f, "%lld", (long long)e->i);
-        else print_float(f, e->f, e->t);
+        if (e->t == KT_I64 && c->hole && c->hole(c->hole_ctx, e)) {
+            fputc('#', f);
+            c->nholes++;
+        } else if (e->t == KT_I64) {
+            fprintf(f, "%lld", (long long)e->i);
+        } else {
+            print_float(f, e->f, e->t);
+        }
         return;
+    case KX_ARG: fprintf(f, "a%lld", (long long)e->i); return;
     case KX_BATCH: fputs("n", f); return;
     case KX_VAR: fprintf(f, "v%lld", (long long)e->i); return;
     case KX_LOCAL:
@@ -359,7 +382,9 @@ static void pexpr(const PrintCtx *c, const KirExpr *e, FILE *f) {
     case KX_NOT: fputs("(!", f); pexpr(c, e->x[0], f); fputc(')', f); return;
     case KX_CAST: fprintf(f, "%s(", type_name(e->t)); pexpr(c, e->x[0], f); fputc(')', f); return;
     case KX_UNIFORM:
-        fprintf(f, "uniform(%lld, ", (long long)e->i2);
+        fputs("uniform(", f);
+        pexpr(c, e->x[2], f);
+        fputs(", ", f);
         pexpr(c, e->x[1], f);
         fputs(", ", f);
         pexpr(c, e->x[0], f);
@@ -367,7 +392,8 @@ static void pexpr(const PrintCtx *c, const KirExpr *e, FILE *f) {
         return;
     default: break;
     }
-    if (e->k == KX_ADD && e->t == KT_I64 && e->x[1]->k == KX_CONST && e->x[1]->i < 0) {
+    if (e->k == KX_ADD && e->t == KT_I64 && e->x[1]->k == KX_CONST && e->x[1]->i < 0 &&
+        !(c->hole && c->hole(c->hole_ctx, e->x[1]))) {
         fputc('(', f);
         pexpr(c, e->x[0], f);
         fprintf(f, " - %lld)", -(long long)e->x[1]->i);
@@ -391,7 +417,7 @@ static void pexpr(const PrintCtx *c, const KirExpr *e, FILE *f) {
 }
 
 void kir_print_expr(const KirExpr *e, FILE *f) {
-    PrintCtx c = {NULL};
+    PrintCtx c = {NULL, NULL, NULL, 0};
     pexpr(&c, e, f);
 }
 
@@ -399,7 +425,7 @@ static void indent(FILE *f, int d) {
     for (int i = 0; i < d; i++) fputs("  ", f);
 }
 
-static void pstmt(const PrintCtx *c, const KirStmt *s, FILE *f, int d) {
+static void pstmt(PrintCtx *c, const KirStmt *s, FILE *f, int d) {
     const KirFunc *fn = c->fn;
     indent(f, d);
     switch (s->k) {
@@ -462,19 +488,30 @@ static void pstmt(const PrintCtx *c, const KirStmt *s, FILE *f, int d) {
 }
 
 /* The function without its name and comment: what deduplication compares. */
-static void print_body(const KirFunc *fn, FILE *f) {
-    PrintCtx c = {fn};
+static int print_body_c(PrintCtx *c, const KirFunc *fn, FILE *f) {
     fputs("(n, seed", f);
     for (int i = 0; i < fn->nparams; i++)
         fprintf(f, ", %s%s %s", fn->params[i].out ? "out " : "", type_name(fn->params[i].elem), fn->params[i].name);
+    for (int i = 0; i < fn->nints; i++) fprintf(f, ", i64 a%d", i);
     fputs(") {\n", f);
     for (int i = 0; i < fn->nlocals; i++) {
         fprintf(f, "  local l%d %s", i, type_name(fn->locals[i].t));
         if (fn->locals[i].len > 1) fprintf(f, "[%d]", fn->locals[i].len);
         fputc('\n', f);
     }
-    for (int i = 0; i < fn->nbody; i++) pstmt(&c, fn->body[i], f, 1);
+    for (int i = 0; i < fn->nbody; i++) pstmt(c, fn->body[i], f, 1);
     fputs("}\n", f);
+    return c->nholes;
+}
+
+static void print_body(const KirFunc *fn, FILE *f) {
+    PrintCtx c = {fn, NULL, NULL, 0};
+    print_body_c(&c, fn, f);
+}
+
+int kir_print_body_holes(const KirFunc *fn, bool (*hole)(void *ctx, const KirExpr *e), void *ctx, FILE *f) {
+    PrintCtx c = {fn, hole, ctx, 0};
+    return print_body_c(&c, fn, f);
 }
 
 void kir_print_func(const KirProgram *p, const KirFunc *fn, FILE *f) {
@@ -530,7 +567,13 @@ KirGuard kir_always(void) {
 }
 
 void kir_step(KirProgram *p, KirEntryKind e, int func, const int *args, int nargs, KirGuard when) {
+    kir_step_ints(p, e, func, args, nargs, NULL, 0, when);
+}
+
+void kir_step_ints(KirProgram *p, KirEntryKind e, int func, const int *args, int nargs, const int64_t *ints,
+                   int nints, KirGuard when) {
     PXC_ASSERT(func >= 0 && func < p->nfuncs && nargs == p->funcs[func].nparams);
+    PXC_ASSERT(nints == p->funcs[func].nints);
     KirStep s;
     memset(&s, 0, sizeof s);
     s.func = func;
@@ -539,6 +582,10 @@ void kir_step(KirProgram *p, KirEntryKind e, int func, const int *args, int narg
     for (int i = 0; i < nargs; i++) {
         PXC_ASSERT(args[i] >= 0 && args[i] < p->nbufs);
         s.args[i] = args[i];
+    }
+    if (nints) {
+        s.ints = arena_alloc(&p->arena, (size_t)nints * sizeof *s.ints);
+        memcpy(s.ints, ints, (size_t)nints * sizeof *s.ints);
     }
     s.when = when;
     KirEntry *en = &p->entry[e];
@@ -597,6 +644,7 @@ void kir_print(const KirProgram *p, FILE *f) {
             const KirStep *st = &en->steps[s];
             fprintf(f, "  %s(", p->funcs[st->func].name);
             for (int a = 0; a < st->nargs; a++) fprintf(f, a ? ", b%d" : "b%d", st->args[a]);
+            for (int a = 0; a < p->funcs[st->func].nints; a++) fprintf(f, a ? ", %lld" : "; %lld", (long long)st->ints[a]);
             fputc(')', f);
             if (st->when.training >= 0) fprintf(f, " if %straining", st->when.training ? "" : "!");
             for (int b = 0; b < KB_COUNT; b++) {

@@ -11,11 +11,13 @@
  *     bufs[]     named byte ranges at a base pointer (an ABI argument or the
  *                arena) with an offset and a size linear in the batch n
  *     funcs[]    kernels: deduplicated functions
- *                    void f(int64_t n, uint64_t seed, T0 *p0, T1 *p1, ...)
+ *                    void f(int64_t n, uint64_t seed, T0 *p0, T1 *p1, ...,
+ *                           int64_t a0, int64_t a1, ...)
  *                whose body is a list of statements (loop nests, GEMMs,
  *                and the odd plain store or local assignment)
  *     entry[4]   forward / backward / loss / init (runtime/pxc_model.h):
- *                each a list of steps "call funcs[f] with bufs[a0], bufs[a1]..."
+ *                each a list of steps "call funcs[f] with bufs[a0], bufs[a1]...
+ *                and the integers ints[0], ints[1]..."
  *
  * Printing an entry (pseudo C; `n` is the entry's batch argument):
  *
@@ -25,7 +27,8 @@
  *         if (!out) out = <address of bufs[prog->out_fallback]>;
  *         if (!nll) nll = <address of bufs[prog->nll_fallback]>;
  *         *(uint64_t *)<address of bufs[prog->seed_buf]> = seed;
- *         for each step s: if (guard(s)) funcs[s.func](n, seed, <addr of s.args[0]>, ...);
+ *         for each step s: if (guard(s)) funcs[s.func](n, seed, <addr of s.args[0]>, ...,
+ *                                                       s.ints[0], ...);
  *         return ret_buf >= 0 ? *(double *)<address of bufs[ret_buf]> : 0;
  *     }
  *
@@ -40,9 +43,10 @@
  *
  * Expressions are DAGs: an operand may be shared by several parents (a
  * printer may compute it once). A function's parameters are n (int64, the
- * batch), seed (uint64) and
+ * batch), seed (uint64),
  * nparams pointers (float, double, int32 or uint64 elements; `out` says
- * whether the kernel writes through it). The caller promises the pointers
+ * whether the kernel writes through it) and nints integers a0.. (int64, read
+ * by KX_ARG: constants of the call, see "Integer arguments" below). The caller promises the pointers
  * of one call never overlap where one of them is written (noalias is
  * correct), except that a param may be passed twice to the same function
  * only if neither is written. Statements run in order; a KS_LOOP runs its
@@ -85,6 +89,22 @@
  * the forward form, the (a, d, c) rows of the weight gradient: no two
  * threads write one element) and must tile registers as it likes. A
  * convolution is always a top-level statement of a function.
+ *
+ * ---- Integer arguments -----------------------------------------------------
+ *
+ * Many kernels differ only in integer constants (spatial sizes, channel
+ * counts, strides, offsets, dropout streams). After lowering,
+ * kir_parameterise merges each set of kernels whose text is equal up to such
+ * constants into one function and turns the constants that differ between
+ * them into integer arguments (KX_ARG), which every step passes
+ * (KirStep.ints). Constants that steer code generation stay literal, so
+ * kernels that differ in them are not merged: the bounds of innermost loops
+ * (their trip counts and vector remainders), divisors and moduli of index
+ * arithmetic that varies in the innermost loop (no hardware division per
+ * element), and factors multiplying that loop's variable (its stride), see
+ * kir_param.c. An argument holds a value the constant could have had: it is
+ * never negative where the constant was not, and a divisor argument is
+ * positive.
  *
  * ---- Expressions -----------------------------------------------------------
  *
@@ -147,8 +167,8 @@
  * KX_SQRT(x)    = IEEE square root (sqrtf / llvm.sqrt), correctly rounded.
  * KX_MAX(a,b)   = a > b ? a : b,  KX_MIN(a,b) = a < b ? a : b   (compare + select)
  * KX_UNIFORM(i, b) = pxc_uniform(pxc_image_seed(seed, b), stream, i) of
- *                 runtime/pxc_model.h, f32 (stream in KirExpr.i2; the
- *                 element i within the image and the image b are i64 operands).
+ *                 runtime/pxc_model.h, f32 (the element i within the image,
+ *                 the image b and the stream, below 2^32, are i64 operands).
  *
  * The text form (kir_print) is stable; `pxc check --dump kernels` prints it
  * and tests diff it.
@@ -188,7 +208,8 @@ typedef enum KirExprKind {
     KX_SELECT,  /* x[0] (BOOL) ? x[1] : x[2]; both arms are safe to evaluate */
     KX_EXP, KX_LOG, KX_LOG1P, KX_SIGMOID, KX_TANH, KX_SQRT, KX_ABS,   /* F32 only */
     KX_CAST,    /* x[0] converted to t: F32<->F64, I64->F32/F64 */
-    KX_UNIFORM, /* pxc_uniform(pxc_image_seed(seed, image = x[1]), stream = i2, index = x[0]) -> F32 */
+    KX_UNIFORM, /* pxc_uniform(pxc_image_seed(seed, image = x[1]), stream = x[2], index = x[0]) -> F32 */
+    KX_ARG,     /* integer argument number i of the function (I64) */
     KX_COUNT
 } KirExprKind;
 
@@ -196,8 +217,7 @@ typedef struct KirExpr KirExpr;
 struct KirExpr {
     KirExprKind k;
     KirType t;
-    int64_t i;      /* KX_CONST I64 value; KX_VAR, KX_LOCAL, KX_LOAD: the number */
-    int64_t i2;     /* KX_UNIFORM: the dropout stream */
+    int64_t i;      /* KX_CONST I64 value; KX_VAR, KX_LOCAL, KX_LOAD, KX_ARG: the number */
     double f;       /* KX_CONST F32/F64 value */
     KirExpr *x[3];  /* operands (NULL when unused) */
 };
@@ -277,6 +297,7 @@ typedef struct KirFunc {
     KirLocal *locals;       /* uninitialised at entry; private per parallel iteration */
     int nlocals;
     int nvars;              /* loop variables 0..nvars-1, each bound by exactly one KS_LOOP */
+    int nints;              /* integer arguments a0..a(nints-1), after the pointers */
     KirStmt **body;         /* top-level statements, in order */
     int nbody, cbody;
     uint64_t hash;          /* of the printed body (deduplication) */
@@ -327,6 +348,7 @@ typedef struct KirStep {
     int func;
     int *args;           /* buffer ids, one per param of the function */
     int nargs;
+    int64_t *ints;       /* the function's integer arguments, nints of them (NULL when none) */
     KirGuard when;
     const char *note;    /* what it computes, e.g. "up.0.u.0.conv1 conv2d @model.yaml:31:9" (may be NULL) */
 } KirStep;
@@ -355,6 +377,7 @@ typedef struct KirProgram {
     int nbufs, cbufs;
     KirFunc *funcs;
     int nfuncs, cfuncs;
+    int nfuncs_exact;        /* distinct kernels before kir_parameterise merged them (0: not run) */
     KirEntry entry[KE_COUNT];
     int seed_buf;            /* U64 arena slot: forward saves its seed, backward reads it */
     int out_fallback;        /* arena buffers used when forward's out / nll is NULL */
@@ -378,6 +401,7 @@ typedef struct KirOptions {
     bool no_fusion;          /* one kernel per graph op (debugging, tests) */
     bool no_reuse;           /* every arena buffer gets its own space */
     bool no_direct_conv;     /* every convolution as im2col + GEMM (no KS_CONV; tests, A/B runs) */
+    bool exact_kernels;      /* keep every integer constant literal: no kir_parameterise */
 } KirOptions;
 
 /* Lower a differentiated graph (ad_differentiate done, g->grad set) to a
@@ -385,6 +409,10 @@ typedef struct KirOptions {
  * in dl when the graph uses something the lowering does not support (named
  * with the node's SrcLoc). The program does not point into g. */
 KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl);
+/* Merge kernels equal up to integer constants (see "Integer arguments"):
+ * functions are renumbered, steps retargeted and given their ints. Run by
+ * kir_lower unless opt->exact_kernels; idempotent. */
+void kir_parameterise(KirProgram *p);
 void kir_free(KirProgram *p);
 /* A model name the emitted C can use: an identifier under 64 characters, not
  * a C keyword or a name the emitted code uses, not starting with "pxc_" or
@@ -418,6 +446,7 @@ KirExpr *kir_const_f32(KirProgram *p, float v);
 KirExpr *kir_const_f64(KirProgram *p, double v);
 KirExpr *kir_const_i64(KirProgram *p, int64_t v);
 KirExpr *kir_batch(KirProgram *p);
+KirExpr *kir_arg(KirProgram *p, const KirFunc *fn, int arg);   /* fn->nints > arg */
 KirExpr *kir_var(KirProgram *p, int var);
 KirExpr *kir_local(KirProgram *p, const KirFunc *fn, int local, KirExpr *index);
 KirExpr *kir_load(KirProgram *p, const KirFunc *fn, int param, KirExpr *index);
@@ -445,6 +474,16 @@ void kir_conv(KirProgram *p, KirFunc *fn, const KirConv *c);
 int kir_func_finish(KirProgram *p, KirFunc *fn, const char *comment);
 /* Append a step to an entry. */
 void kir_step(KirProgram *p, KirEntryKind e, int func, const int *args, int nargs, KirGuard when);
+/* The same for a function with integer arguments (nints == its nints). */
+void kir_step_ints(KirProgram *p, KirEntryKind e, int func, const int *args, int nargs, const int64_t *ints,
+                   int nints, KirGuard when);
+/* Add an integer argument to a function under construction; its number. */
+int kir_func_int(KirProgram *p, KirFunc *fn);
+
+/* The text deduplication compares (a function without its name and
+ * comment), with every I64 constant for which hole(ctx, e) is true printed
+ * as `#`; returns how many were. kir_parameterise's key. */
+int kir_print_body_holes(const KirFunc *fn, bool (*hole)(void *ctx, const KirExpr *e), void *ctx, FILE *f);
 KirGuard kir_always(void);
 
 #endif

@@ -2009,6 +2009,7 @@ KirProgram *kir_lower(const Graph *g, const KirOptions *opt, DiagList *dl) {
     if (!L->failed) lower_loss(L);
     if (!L->failed) lower_init(L);
     if (!L->failed) plan_arena(P, !L->opt.no_reuse);
+    if (!L->failed && !L->opt.exact_kernels) kir_parameterise(P);
 
     KirProgram *prog = P;
     fuse_plan_free(&L->fp);

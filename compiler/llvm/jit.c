@@ -232,14 +232,30 @@ static void llvm_diagnostic(LLVMDiagnosticInfoRef di, void *ctx) {
     LLVMDisposeMessage(m);
 }
 
-/* Hot tiers: the session's level (O3), vectorised, interleaved only for
- * reductions, never unrolled beyond that (full unrolling of constant trip
- * counts multiplies code size and compile time for little speed). Cold:
- * O1 without vectorisation, and the fastest instruction selection. */
+/* Hot tiers at level 3: pxc's own function pipeline rather than
+ * default<O3>. Kernel IR arrives already fused, outlined and with every
+ * decision taken, so what it needs is: locals to registers (sroa), common
+ * index arithmetic shared (early-cse, instcombine), loops rotated with
+ * their invariant address arithmetic hoisted (loop-rotate, licm), loops
+ * that run once removed (loop-deletion: a 1x1 kernel's tap loop, so the
+ * channel loop around it is the one vectorised), the loop vectoriser (interleaving only for reductions; never unrolled: full
+ * unrolling of constant trip counts multiplies code size and compile time
+ * for little speed), and a clean-up. Inlining, GVN, jump threading, SLP and
+ * the rest of O3 found nothing to improve in pxc's kernels and cost more
+ * than half of the optimiser's time. Levels 0..2: default<O%d>. Cold: O1
+ * without vectorisation, and the fastest instruction selection. */
 static const char *tier_pipeline(const Jit *j, JitTier t, char *buf, size_t n) {
     int lv = j->opt.opt_level < 0 ? 0 : j->opt.opt_level;
     if (t == JIT_TIER_COLD && lv > 1) lv = 1;
-    snprintf(buf, n, "default<O%d>", lv);
+    if (lv >= 3)
+        snprintf(buf, n,
+                 "function(sroa,early-cse<memssa>,instcombine,simplifycfg,loop-mssa(loop-rotate,licm),"
+                 "loop(loop-deletion),simplifycfg,"
+                 "loop-vectorize<%sinterleave-forced-only;no-vectorize-forced-only>,instcombine,simplifycfg,"
+                 "loop-mssa(licm),early-cse)",
+                 t == JIT_TIER_REDUCE ? "no-" : "");
+    else
+        snprintf(buf, n, "default<O%d>", lv);
     return buf;
 }
 
@@ -284,7 +300,7 @@ static bool compile_group(ThreadOut *o, LLVMContextRef ctx, int gi) {
     double t1 = cpu_s();
     o->ir_build += t1 - t0;
     if (ok) {
-        char passes[32];
+        char passes[512];
         tier_pipeline(j, g->tier, passes, sizeof passes);
         ok = check_llvm(LLVMRunPasses(m, passes, tm, o->popt[g->tier]), &o->dl, "optimising");
     }
@@ -442,10 +458,11 @@ static JitCacheKey cache_key(const Jit *j, const void *key, size_t len) {
 
 bool jit_compile_units(Jit *j, const JitUnit *units, int n, const void *key, size_t len, DiagList *dl) {
     double t0 = now_s();
-    int kernels = j->t.kernels, unique = j->t.kernels_unique;
+    int kernels = j->t.kernels, unique = j->t.kernels_unique, exact = j->t.kernels_exact;
     memset(&j->t, 0, sizeof j->t);
     j->t.kernels = kernels;
     j->t.kernels_unique = unique;
+    j->t.kernels_exact = exact;
     j->t.units = n;
     for (int i = 0; i < n; i++)
         if ((unsigned)units[i].tier < JIT_TIER_COUNT) j->t.units_tier[units[i].tier]++;
@@ -503,7 +520,10 @@ void *jit_lookup(Jit *j, const char *name, DiagList *dl) {
 }
 
 void jit_timings_print(const JitTimings *t, FILE *f) {
-    if (t->kernels)
+    if (t->kernels && t->kernels_exact > t->kernels_unique)
+        fprintf(f, "jit: %d kernel calls, %d distinct kernels, %d functions after merging those equal up to integer "
+                "constants\n", t->kernels, t->kernels_exact, t->kernels_unique);
+    else if (t->kernels)
         fprintf(f, "jit: %d kernel calls, %d distinct kernels after deduplication\n", t->kernels, t->kernels_unique);
     if (t->cache_hit)
         fprintf(f, "jit: %d units, %d objects (%.1f KiB) from the cache in %.3f s; link %.3f s; total %.3f s\n",

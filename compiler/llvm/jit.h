@@ -1,7 +1,8 @@
 /*
  * jit.h — compiler/llvm, pxc's in-process back end: LLVM IR built through the
  * LLVM-C API, optimised for the host CPU (its name and feature string, so
- * AVX-512 where present; O3 for hot loops, O1 for code that runs rarely),
+ * AVX-512 where present; a trimmed vectorising pipeline for hot loops, O1 for
+ * code that runs rarely),
  * compiled to objects on two threads, linked by ORC LLJIT, and handed out
  * as C-ABI function pointers.
  *
@@ -25,8 +26,8 @@
 
 /* How hard to optimise a unit. */
 typedef enum JitTier {
-    JIT_TIER_HOT,      /* O3 for the host, vectorised, no interleaving: elementwise loops */
-    JIT_TIER_REDUCE,   /* O3, vectorised and interleaved: float reductions */
+    JIT_TIER_HOT,      /* vectorised for the host, no interleaving: elementwise loops */
+    JIT_TIER_REDUCE,   /* vectorised and interleaved: float reductions */
     JIT_TIER_COLD,     /* O1, not vectorised, fast instruction selection: code
                           that runs rarely or briefly (entries, init-only kernels) */
     JIT_TIER_COUNT
@@ -36,7 +37,8 @@ typedef enum JitTier {
 
 typedef struct JitOptions {
     int threads;              /* compile threads (default 2) */
-    int opt_level;            /* 0..3 (default 3): "default<O%d>" */
+    int opt_level;            /* 0..2: "default<O%d>"; 3 (default): pxc's vectorising
+                                 pipeline for hot units (jit.c, tier_pipeline) */
     int units_per_module;     /* units grouped into one LLVM module (default 8) */
     bool use_cache;           /* default true */
     const char *cache_dir;    /* NULL: $PXC_CACHE_DIR, else $XDG_CACHE_HOME/pxc, else ~/.cache/pxc */
@@ -60,13 +62,15 @@ typedef struct JitTimings {
     int units_tier[JIT_TIER_COUNT];  /* units per tier (compiled or not) */
     size_t object_bytes;
     int kernels, kernels_unique;     /* jit_compile: kernel calls in the entries (one kernel
-                                        each before deduplication) / distinct kernels */
+                                        each before deduplication) / functions compiled */
+    int kernels_exact;               /* distinct kernels before those equal up to integer
+                                        constants were merged (kir_parameterise) */
     bool cache_hit;
     char cache_note[160];     /* why a cache entry was not used ("", "absent", "checksum mismatch", ...) */
 } JitTimings;
 
 /* Two lines for `-v`:
- *   jit: 2916 kernel calls, 382 distinct kernels after deduplication
+ *   jit: 3181 kernel calls, 398 distinct kernels, 151 functions after merging those equal up to integer constants
  *   jit: 387 units (246 hot, 32 reduce, 109 cold) in 49 modules (1018.6 KiB of code); IR ..., optimise ... */
 void jit_timings_print(const JitTimings *t, FILE *f);
 

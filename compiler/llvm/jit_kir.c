@@ -1,11 +1,14 @@
 /*
  * jit_kir.c — the kernel IR printer of compiler/llvm: every KirFunc becomes
- * an LLVM function `void f(i64 n, i64 seed, T0 *noalias p0, ...)`, every
- * entry of the program (forward, backward, loss, init) an LLVM function
- * with the signature of runtime/pxc_model.h, and jit_compile wraps the
- * compiled result as a pxc_model.
+ * an LLVM function `void f(i64 n, i64 seed, T0 *noalias p0, ..., i64 a0, ...)`
+ * (plus a thunk f.step taking its pointers and integers as arrays), every
+ * entry of the program (forward, backward, loss, init) a trampoline with the
+ * signature of runtime/pxc_model.h into run_entry, which walks the entry's
+ * steps as data, and jit_compile wraps the compiled result as a pxc_model.
  *
  * How kernel IR maps to LLVM IR (kir.h defines the semantics):
+ *   - a kernel's integer arguments (KX_ARG) are i64 parameters after its
+ *     pointers; each call passes its step's constants.
  *   - expressions: one LLVM value per node, memoised within a statement
  *     (shared operands computed once); transcendentals are the inline
  *     polynomials of jit_ir.h, which follow kir.h's definitions exactly;
@@ -39,7 +42,7 @@
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
  * cache key includes it (and the build times of this file and jit_ir.c, so
  * a rebuilt pxc never trusts objects an older printer made). */
-#define JIT_CODEGEN_VERSION 4
+#define JIT_CODEGEN_VERSION 5
 
 /* A parallel loop runs serially below this many (estimated) inner iterations. */
 #define PAR_MIN_WORK 8192
@@ -60,6 +63,7 @@ typedef struct FnCtx {
     const KirFunc *fn;
     LLVMValueRef n, seed;
     LLVMValueRef *params;      /* [fn->nparams] typed pointers */
+    LLVMValueRef *ints;        /* [fn->nints] i64 integer arguments */
     LLVMValueRef *locals;      /* [fn->nlocals] allocas */
     LLVMValueRef *vars;        /* [fn->nvars] loop variables in scope */
     MemoSlot *memo;
@@ -141,14 +145,17 @@ static LLVMValueRef mix64(JitIR *ir, LLVMValueRef z) {
     return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, jir_i64(ir, 31), ""), "");
 }
 
-static LLVMValueRef uniform(FnCtx *c, int64_t stream, LLVMValueRef image, LLVMValueRef index) {
+static LLVMValueRef uniform(FnCtx *c, LLVMValueRef stream, LLVMValueRef image, LLVMValueRef index) {
     JitIR *ir = c->ir;
     LLVMBuilderRef b = ir->b;
-    uint64_t k = 0x9E3779B97F4A7C15ULL * ((uint64_t)(uint32_t)stream + 1);
+    /* k = 0x9E3779B97F4A7C15 * ((uint32_t)stream + 1) (folded when the stream is a constant) */
+    LLVMValueRef s32 = LLVMBuildAnd(b, stream, LLVMConstInt(ir->t_i64, 0xFFFFFFFFULL, 0), "");
+    LLVMValueRef k = LLVMBuildMul(b, LLVMBuildAdd(b, s32, jir_i64(ir, 1), ""),
+                                  LLVMConstInt(ir->t_i64, 0x9E3779B97F4A7C15ULL, 0), "");
     /* pxc_image_seed(seed, image) = seed + 0xD1B54A32D192ED03 * image */
     LLVMValueRef seed_b =
         LLVMBuildAdd(b, c->seed, LLVMBuildMul(b, image, LLVMConstInt(ir->t_i64, 0xD1B54A32D192ED03ULL, 0), ""), "");
-    LLVMValueRef s = mix64(ir, LLVMBuildAdd(b, seed_b, LLVMConstInt(ir->t_i64, k, 0), ""));
+    LLVMValueRef s = mix64(ir, LLVMBuildAdd(b, seed_b, k, ""));
     LLVMValueRef z = mix64(ir, LLVMBuildXor(b, s, index, ""));
     LLVMValueRef top = LLVMBuildLShr(b, z, jir_i64(ir, 40), "");
     return LLVMBuildFMul(b, LLVMBuildSIToFP(b, top, ir->t_f32, ""), jir_f32(ir, 1.0 / 16777216.0), "");
@@ -174,6 +181,9 @@ static LLVMValueRef expr_uncached(FnCtx *c, const KirExpr *e) {
         if (e->t == KT_BOOL) return LLVMConstInt(ir->t_i1, e->i != 0, 0);
         return bug_value(c, e, "constant of this type");
     case KX_BATCH: return c->n;
+    case KX_ARG:
+        if (e->i < 0 || e->i >= c->fn->nints) return bug_value(c, e, "no such integer argument");
+        return c->ints[e->i];
     case KX_VAR:
         if (e->i < 0 || e->i >= c->fn->nvars || !c->vars[e->i]) return bug_value(c, e, "loop variable not in scope");
         return c->vars[e->i];
@@ -241,7 +251,7 @@ static LLVMValueRef expr_uncached(FnCtx *c, const KirExpr *e) {
         if (is_float(e->t) && ot == KT_I64) return LLVMBuildSIToFP(b, x0, ty(ir, e->t), "");
         if (e->t == KT_I64 && is_float(ot)) return LLVMBuildFPToSI(b, x0, ir->t_i64, "");
         return bug_value(c, e, "cast between these types");
-    case KX_UNIFORM: return uniform(c, e->i2, x1, x0);
+    case KX_UNIFORM: return uniform(c, x2, x1, x0);
     default: return bug_value(c, e, "unknown expression kind");
     }
 }
@@ -336,13 +346,14 @@ static void stmts(FnCtx *c, KirStmt *const *body, int n) {
 
 static LLVMTypeRef ptr_ty(JitIR *ir, KirType elem) { return LLVMPointerType(ty(ir, elem), 0); }
 
-/* The LLVM signature of a kernel: (i64 n, i64 seed, T0* p0, ...[, i64 lo, i64 hi]). */
+/* The LLVM signature of a kernel: (i64 n, i64 seed, T0* p0, ..., i64 a0, ...[, i64 lo, i64 hi]). */
 static LLVMTypeRef *kernel_params(JitIR *ir, const KirFunc *fn, bool range, int *np) {
-    int n = 2 + fn->nparams + (range ? 2 : 0);
+    int n = 2 + fn->nparams + fn->nints + (range ? 2 : 0);
     LLVMTypeRef *ps = xmalloc((size_t)n * sizeof *ps);
     ps[0] = ir->t_i64;
     ps[1] = ir->t_i64;
     for (int i = 0; i < fn->nparams; i++) ps[2 + i] = ptr_ty(ir, fn->params[i].elem);
+    for (int i = 0; i < fn->nints; i++) ps[2 + fn->nparams + i] = ir->t_i64;
     if (range) ps[n - 2] = ps[n - 1] = ir->t_i64;
     *np = n;
     return ps;
@@ -357,6 +368,7 @@ static void bind_function(FnCtx *c, LLVMValueRef f) {
         c->params[i] = LLVMGetParam(f, (unsigned)(2 + i));
         jir_param_noalias(ir, f, 2 + i);
     }
+    for (int i = 0; i < c->fn->nints; i++) c->ints[i] = LLVMGetParam(f, (unsigned)(2 + c->fn->nparams + i));
     for (int i = 0; i < c->fn->nlocals; i++) {
         const KirLocal *l = &c->fn->locals[i];
         LLVMTypeRef t = l->len > 1 ? LLVMArrayType(ty(ir, l->t), (unsigned)l->len) : ty(ir, l->t);
@@ -366,13 +378,14 @@ static void bind_function(FnCtx *c, LLVMValueRef f) {
     memo_reset(c);
 }
 
-/* Value of an I64 expression of constants and n (at batch `n`), or -1 when
- * it depends on anything else. */
-static int64_t eval_i64(const KirExpr *e, int64_t n) {
+/* Value of an I64 expression of constants, integer arguments (ints, NULL:
+ * unknown) and n (at batch `n`), or -1 when it depends on anything else. */
+static int64_t eval_i64(const KirExpr *e, int64_t n, const int64_t *ints) {
     if (!e) return -1;
     if (e->k == KX_CONST && e->t == KT_I64) return e->i;
     if (e->k == KX_BATCH) return n;
-    int64_t a = e->x[0] ? eval_i64(e->x[0], n) : -1, b = e->x[1] ? eval_i64(e->x[1], n) : -1;
+    if (e->k == KX_ARG) return ints ? ints[e->i] : -1;
+    int64_t a = e->x[0] ? eval_i64(e->x[0], n, ints) : -1, b = e->x[1] ? eval_i64(e->x[1], n, ints) : -1;
     if (a < 0 || b < 0) return -1;
     switch (e->k) {
     case KX_ADD: return a + b;
@@ -386,9 +399,9 @@ static int64_t eval_i64(const KirExpr *e, int64_t n) {
     }
 }
 
-/* Estimated innermost iterations of a statement list at batch n (a trip
- * count known only at run time counts 64). */
-static double body_work_n(KirStmt *const *body, int nb, int64_t n) {
+/* Estimated innermost iterations of a statement list at batch n with
+ * integer arguments ints (a trip count known only at run time counts 64). */
+static double body_work_n(KirStmt *const *body, int nb, int64_t n, const int64_t *ints) {
     double w = 0;
     for (int i = 0; i < nb; i++) {
         const KirStmt *s = body[i];
@@ -396,18 +409,47 @@ static double body_work_n(KirStmt *const *body, int nb, int64_t n) {
             w += 1;
             continue;
         }
-        int64_t lo = eval_i64(s->lo, n), hi = eval_i64(s->hi, n);
+        int64_t lo = eval_i64(s->lo, n, ints), hi = eval_i64(s->hi, n, ints);
         double trip = lo >= 0 && hi >= 0 ? (double)(hi > lo ? hi - lo : 0) : 64;
-        w += trip * body_work_n(s->body, s->nbody, n);
+        w += trip * body_work_n(s->body, s->nbody, n, ints);
     }
     return w;
 }
 
-/* Per iteration of a parallel loop, for the serial/parallel decision (n is
- * not known there: inner loops depend on constants only). */
-static double body_work(KirStmt *const *body, int n) {
-    double w = body_work_n(body, n, 1);
-    return w < 1 ? 1 : w;
+/* An I64 expression of constants, n and integer arguments only. */
+static bool static_i64(const KirExpr *e) {
+    if (!e) return true;
+    if (e->k == KX_VAR || e->k == KX_LOCAL || e->k == KX_LOAD) return false;
+    for (int i = 0; i < 3; i++)
+        if (!static_i64(e->x[i])) return false;
+    return true;
+}
+
+/* body_work_n at batch 1 as an i64 value of the function being printed:
+ * a constant unless a trip count depends on an integer argument. */
+static LLVMValueRef work_ir(FnCtx *c, KirStmt *const *body, int nb) {
+    JitIR *ir = c->ir;
+    LLVMBuilderRef b = ir->b;
+    LLVMValueRef w = jir_i64(ir, 0);
+    for (int i = 0; i < nb; i++) {
+        const KirStmt *s = body[i];
+        if (s->k != KS_LOOP) {
+            w = LLVMBuildAdd(b, w, jir_i64(ir, 1), "");
+            continue;
+        }
+        int64_t lo = eval_i64(s->lo, 1, NULL), hi = eval_i64(s->hi, 1, NULL);
+        LLVMValueRef trip;
+        if (lo >= 0 && hi >= 0) {
+            trip = jir_i64(ir, hi > lo ? hi - lo : 0);
+        } else if (static_i64(s->lo) && static_i64(s->hi)) {
+            LLVMValueRef d = LLVMBuildSub(b, expr(c, s->hi), expr(c, s->lo), "");
+            trip = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, d, jir_i64(ir, 0), ""), d, jir_i64(ir, 0), "");
+        } else {
+            trip = jir_i64(ir, 64);
+        }
+        w = LLVMBuildAdd(b, w, LLVMBuildMul(b, trip, work_ir(c, s->body, s->nbody), ""), "");
+    }
+    return w;
 }
 
 static LLVMValueRef declare_parallel_for(JitIR *ir) {
@@ -441,13 +483,15 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     const KirFunc *fn = c->fn;
     LLVMValueRef lo = expr(c, s->lo), hi = expr(c, s->hi);
     LLVMBasicBlockRef resume = LLVMGetInsertBlock(b);
-    LLVMValueRef *saved_params = c->params, *saved_locals = c->locals;
+    LLVMValueRef *saved_params = c->params, *saved_locals = c->locals, *saved_ints = c->ints;
     LLVMValueRef saved_n = c->n, saved_seed = c->seed;
-    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1];
+    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1], ints[fn->nints + 1];
     c->params = params;
     c->locals = locals;
+    c->ints = ints;
+    int P = fn->nparams, I = fn->nints;
 
-    /* f.chunk<k>(n, seed, p..., lo, hi) */
+    /* f.chunk<k>(n, seed, p..., a..., lo, hi) */
     int np;
     LLVMTypeRef *ps = kernel_params(ir, fn, true, &np);
     char *name = xasprintf("%s.chunk%d", fn->name, k);
@@ -462,11 +506,11 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     loop_over(c, s, LLVMGetParam(chunk, (unsigned)np - 2), LLVMGetParam(chunk, (unsigned)np - 1));
     LLVMBuildRetVoid(b);
 
-    /* ctx = {n, seed, lo, p...}; f.par<k>(ctx, a, b) = chunk(n, seed, p..., lo + a, lo + b) */
-    int nf = 3 + fn->nparams;
+    /* ctx = {n, seed, lo, p..., a...}; f.par<k>(ctx, x, y) = chunk(n, seed, p..., a..., lo + x, lo + y) */
+    int nf = 3 + P + I;
     LLVMTypeRef *fts = xmalloc((size_t)nf * sizeof *fts);
     fts[0] = fts[1] = fts[2] = ir->t_i64;
-    for (int i = 0; i < fn->nparams; i++) fts[3 + i] = ps[2 + i];
+    for (int i = 0; i < P + I; i++) fts[3 + i] = ps[2 + i];
     LLVMTypeRef st = LLVMStructTypeInContext(ir->ctx, fts, (unsigned)nf, 0);
     LLVMTypeRef bps[3] = {ir->t_pi8, ir->t_i64, ir->t_i64};
     name = xasprintf("%s.par%d", fn->name, k);
@@ -478,7 +522,7 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     args[0] = unpack(ir, st, ctx, 0);
     args[1] = unpack(ir, st, ctx, 1);
     LLVMValueRef base = unpack(ir, st, ctx, 2);
-    for (int i = 0; i < fn->nparams; i++) args[2 + i] = unpack(ir, st, ctx, 3 + i);
+    for (int i = 0; i < P + I; i++) args[2 + i] = unpack(ir, st, ctx, 3 + i);
     args[np - 2] = LLVMBuildNSWAdd(b, base, LLVMGetParam(par, 1), "");
     args[np - 1] = LLVMBuildNSWAdd(b, base, LLVMGetParam(par, 2), "");
     jir_call(ir, chunk, args, np);
@@ -487,12 +531,16 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     /* back in f: if (trip * work < PAR_MIN_WORK) chunk(..., lo, hi) else parallel_for(par, ctx, trip) */
     c->params = saved_params;
     c->locals = saved_locals;
+    c->ints = saved_ints;
     c->n = saved_n;
     c->seed = saved_seed;
     ir->fn = f;
     LLVMPositionBuilderAtEnd(b, resume);
     LLVMValueRef trip = LLVMBuildSub(b, hi, lo, "");
-    LLVMValueRef work = LLVMBuildMul(b, trip, jir_i64(ir, (int64_t)(body_work(s->body, s->nbody) + 0.5)), "");
+    memo_reset(c);   /* (values of the chunk function must not leak into f) */
+    LLVMValueRef per = work_ir(c, s->body, s->nbody);
+    per = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, per, jir_i64(ir, 1), ""), jir_i64(ir, 1), per, "");
+    LLVMValueRef work = LLVMBuildMul(b, trip, per, "");
     LLVMValueRef small = LLVMBuildICmp(b, LLVMIntSLT, work, jir_i64(ir, PAR_MIN_WORK), "");
     LLVMBasicBlockRef bs = LLVMAppendBasicBlockInContext(ir->ctx, f, "serial");
     LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(ir->ctx, f, "parallel");
@@ -501,7 +549,8 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     LLVMPositionBuilderAtEnd(b, bs);
     args[0] = c->n;
     args[1] = c->seed;
-    for (int i = 0; i < fn->nparams; i++) args[2 + i] = c->params[i];
+    for (int i = 0; i < P; i++) args[2 + i] = c->params[i];
+    for (int i = 0; i < I; i++) args[2 + P + i] = c->ints[i];
     args[np - 2] = lo;
     args[np - 1] = hi;
     jir_call(ir, chunk, args, np);
@@ -511,7 +560,8 @@ static void parallel_loop(FnCtx *c, LLVMValueRef f, const KirStmt *s, int k) {
     vals[0] = c->n;
     vals[1] = c->seed;
     vals[2] = lo;
-    for (int i = 0; i < fn->nparams; i++) vals[3 + i] = c->params[i];
+    for (int i = 0; i < P; i++) vals[3 + i] = c->params[i];
+    for (int i = 0; i < I; i++) vals[3 + P + i] = c->ints[i];
     LLVMValueRef cp = pack_ctx(ir, f, st, vals, nf);
     LLVMValueRef pargs[4] = {par, cp, trip, jir_i64(ir, 1)};
     jir_call(ir, declare_parallel_for(ir), pargs, 4);
@@ -629,11 +679,14 @@ static bool has_reduce(KirStmt *const *body, int n) {
     return false;
 }
 
-/* Print one kernel function into ir->mod. */
+static void print_thunk(JitIR *ir, const KirFunc *fn, LLVMValueRef f);
+
+/* Print one kernel function (and its thunk f.step, see the entries below) into ir->mod. */
 static bool print_func(JitIR *ir, const KirProgram *prog, const KirFunc *fn, DiagList *dl) {
     FnCtx c = {.ir = ir, .prog = prog, .fn = fn, .dl = dl};
-    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1], vars[fn->nvars + 1];
+    LLVMValueRef params[fn->nparams + 1], locals[fn->nlocals + 1], vars[fn->nvars + 1], ints[fn->nints + 1];
     c.params = params;
+    c.ints = ints;
     c.locals = locals;
     c.vars = vars;
     c.memo_cap = 256;
@@ -657,201 +710,303 @@ static bool print_func(JitIR *ir, const KirProgram *prog, const KirFunc *fn, Dia
     }
     LLVMBuildRetVoid(ir->b);
     free(c.memo);
+    if (!c.failed) print_thunk(ir, fn, f);
     return !c.failed;
 }
 
-/* ---- entries ---------------------------------------------------------------------------- */
+/* ---- entries: trampolines into a step table ------------------------------------------------ */
+
+/* An entry is data, not code: compiling one LLVM call per step (thousands in
+ * a paper-size backward) cost more than half a second of codegen. Each
+ * kernel f gets a thunk `f.step(n, seed, void **ptrs, int64_t *ints)` that
+ * calls it with the pointers and integers of one step; each entry
+ * (pxc_forward, ...) is a trampoline that gathers its pointer arguments into
+ * an array indexed by KirBase and calls run_entry with the model's step
+ * table (RtProgram, reached through the global pxc_program, which
+ * jit_compile sets after linking). run_entry does what kir.h says an entry
+ * does: fallbacks, the seed, the guards, the addresses, the calls. */
 
 static const char *const entry_names[KE_COUNT] = {"pxc_forward", "pxc_backward", "pxc_loss", "pxc_init"};
 
-typedef struct EntryCtx {
-    JitIR *ir;
-    const KirProgram *prog;
-    LLVMValueRef base[KB_COUNT];   /* i8* (NULL: the entry has no such argument) */
-    LLVMValueRef n;                /* i64 */
-} EntryCtx;
+typedef void (*RtStepFn)(int64_t n, uint64_t seed, void **ptrs, const int64_t *ints);
 
-static LLVMValueRef buf_addr(EntryCtx *e, int id, DiagList *dl, bool *ok) {
-    JitIR *ir = e->ir;
-    const KirBuf *bf = id >= 0 && id < e->prog->nbufs ? &e->prog->bufs[id] : NULL;
-    if (!bf || !e->base[bf->base]) {
-        diag_error(dl, srcloc_none(), "JIT: buffer %d%s%s is not available in this entry (an internal error in pxc)",
-                   id, bf ? " " : "", bf ? bf->name : "");
-        *ok = false;
-        return LLVMConstNull(ir->t_pi8);
+typedef struct RtAddr {      /* (char *)base[b] + off0 + off_n * n */
+    int base;
+    int64_t off0, off_n;
+} RtAddr;
+
+typedef struct RtStep {
+    RtStepFn fn;
+    int32_t kind;            /* JitKernelKind, for the opt-in profile */
+    KirGuard when;
+    int nargs;
+    const RtAddr *args;
+    const int64_t *ints;
+} RtStep;
+
+typedef struct RtEntry {
+    RtStep *steps;
+    int nsteps;
+    int has_ret;
+    RtAddr ret;
+    int64_t stack_bytes;     /* rounded up to 64 */
+} RtEntry;
+
+typedef struct RtProgram {
+    RtEntry entry[KE_COUNT];
+    int has_seed, has_out_fb, has_nll_fb;
+    RtAddr seed, out_fb, nll_fb;
+    RtAddr *addrs;           /* every step's arguments */
+    int64_t *ints;           /* every step's integers */
+} RtProgram;
+
+static void rt_program_free(RtProgram *rp) {
+    if (!rp) return;
+    for (int k = 0; k < KE_COUNT; k++) free(rp->entry[k].steps);
+    free(rp->addrs);
+    free(rp->ints);
+    free(rp);
+}
+
+/* Which KirBase arguments an entry has (pxc_model.h); KB_STACK when it has scratch. */
+static unsigned entry_bases(const KirProgram *prog, KirEntryKind k) {
+    unsigned m = 0;
+    switch (k) {
+    case KE_FORWARD: m = 1u << KB_PARAMS | 1u << KB_X | 1u << KB_LABELS | 1u << KB_ARENA | 1u << KB_OUT | 1u << KB_NLL; break;
+    case KE_BACKWARD: m = 1u << KB_PARAMS | 1u << KB_X | 1u << KB_LABELS | 1u << KB_ARENA | 1u << KB_GRAD; break;
+    case KE_LOSS: m = 1u << KB_OUT | 1u << KB_X | 1u << KB_DL | 1u << KB_NLL; break;
+    default: m = 1u << KB_PARAMS | 1u << KB_X | 1u << KB_LABELS | 1u << KB_ARENA; break;
     }
-    LLVMValueRef off = jir_i64(ir, bf->off0);
-    if (bf->off_n) off = LLVMBuildAdd(ir->b, off, LLVMBuildMul(ir->b, e->n, jir_i64(ir, bf->off_n), ""), "");
-    LLVMValueRef p = jir_gep(ir, ir->t_i8, e->base[bf->base], off);
-    return LLVMBuildBitCast(ir->b, p, ptr_ty(ir, bf->elem), "");
+    if (prog->entry[k].stack_bytes > 0) m |= 1u << KB_STACK;
+    return m;
 }
 
-static LLVMValueRef kernel_decl(JitIR *ir, const KirFunc *fn) {
-    LLVMValueRef f = LLVMGetNamedFunction(ir->mod, fn->name);
-    if (f) return f;
-    int np;
-    LLVMTypeRef *ps = kernel_params(ir, fn, false, &np);
-    f = jir_declare(ir, fn->name, ir->t_void, ps, np);
-    free(ps);
-    return f;
+static bool rt_addr(const KirProgram *prog, KirEntryKind k, int id, RtAddr *out, DiagList *dl) {
+    const KirBuf *bf = id >= 0 && id < prog->nbufs ? &prog->bufs[id] : NULL;
+    if (!bf || (unsigned)bf->base >= KB_COUNT || !(entry_bases(prog, k) & (1u << bf->base))) {
+        diag_error(dl, srcloc_none(), "JIT: buffer %d%s%s is not available in entry %s (an internal error in pxc)", id,
+                   bf ? " " : "", bf ? bf->name : "", entry_names[k]);
+        return false;
+    }
+    *out = (RtAddr){bf->base, bf->off0, bf->off_n};
+    return true;
 }
 
+static inline void *rt_ptr(char *const *base, const RtAddr *a, int64_t n) {
+    return base[a->base] + a->off0 + a->off_n * n;
+}
+
+/* What every entry trampoline calls (a runtime symbol of the session). */
+static double run_entry(const void *vprog, int32_t k, void **bases, int64_t n, uint64_t seed, int32_t training) {
+    const RtProgram *rp = vprog;
+    const RtEntry *en = &rp->entry[k];
+    char *base[KB_COUNT];
+    for (int i = 0; i < KB_COUNT; i++) base[i] = bases[i];
+    void *heap = NULL;
+    enum { STACK_MAX = 1 << 18 };
+    bool small = en->stack_bytes > 0 && en->stack_bytes <= STACK_MAX;
+    _Alignas(64) unsigned char scratch[small ? en->stack_bytes : 64];
+    if (small) base[KB_STACK] = (char *)scratch;
+    else if (en->stack_bytes > 0) base[KB_STACK] = heap = aligned_alloc(64, (size_t)en->stack_bytes);
+    if (k == KE_FORWARD) {
+        /* out and nll may be NULL: the arena holds them then */
+        if (rp->has_out_fb && !base[KB_OUT]) base[KB_OUT] = rt_ptr(base, &rp->out_fb, n);
+        if (rp->has_nll_fb && !base[KB_NLL]) base[KB_NLL] = rt_ptr(base, &rp->nll_fb, n);
+    }
+    if (rp->has_seed && k == KE_FORWARD) memcpy(rt_ptr(base, &rp->seed, n), &seed, sizeof seed);
+    else if (rp->has_seed && k == KE_BACKWARD) memcpy(&seed, rt_ptr(base, &rp->seed, n), sizeof seed);
+    else if (k != KE_FORWARD) seed = 0;
+    void *ptrs[64];
+    for (int s = 0; s < en->nsteps; s++) {
+        const RtStep *st = &en->steps[s];
+        if (st->when.training >= 0 && k == KE_FORWARD && (training != 0) != (st->when.training != 0)) continue;
+        bool run = true;
+        for (int b = 0; b < KB_COUNT && run; b++) {
+            if ((st->when.if_nonnull >> b & 1) && !base[b]) run = false;
+            if ((st->when.if_null >> b & 1) && base[b]) run = false;
+        }
+        if (!run) continue;
+        for (int a = 0; a < st->nargs; a++) ptrs[a] = rt_ptr(base, &st->args[a], n);
+        int64_t t0 = jit_rt_prof_begin();
+        st->fn(n, seed, ptrs, st->ints);
+        jit_rt_prof_end(st->kind, k << 20 | s, t0);
+    }
+    double r = 0;
+    if (en->has_ret) memcpy(&r, rt_ptr(base, &en->ret, n), sizeof r);
+    free(heap);
+    return r;
+}
+
+/* The step table of prog with the thunks of session j; NULL with errors in dl. */
+static RtProgram *rt_program(Jit *j, const KirProgram *prog, DiagList *dl) {
+    RtProgram *rp = xcalloc(1, sizeof *rp);
+    RtStepFn *thunk = xcalloc((size_t)prog->nfuncs + 1, sizeof *thunk);
+    size_t naddr = 0, nint = 0;
+    for (int k = 0; k < KE_COUNT; k++)
+        for (int s = 0; s < prog->entry[k].nsteps; s++) {
+            const KirStep *st = &prog->entry[k].steps[s];
+            naddr += (size_t)st->nargs;
+            if (st->func >= 0 && st->func < prog->nfuncs) nint += (size_t)prog->funcs[st->func].nints;
+        }
+    rp->addrs = xcalloc(naddr + 1, sizeof *rp->addrs);
+    rp->ints = xcalloc(nint + 1, sizeof *rp->ints);
+    size_t ia = 0, ii = 0;
+    bool ok = true;
+    for (int k = 0; k < KE_COUNT && ok; k++) {
+        const KirEntry *en = &prog->entry[k];
+        RtEntry *re = &rp->entry[k];
+        re->steps = xcalloc((size_t)en->nsteps + 1, sizeof *re->steps);
+        re->stack_bytes = (en->stack_bytes + 63) / 64 * 64;
+        if (en->ret_buf >= 0 && (k == KE_FORWARD || k == KE_LOSS))
+            ok = (re->has_ret = rt_addr(prog, (KirEntryKind)k, en->ret_buf, &re->ret, dl));
+        for (int s = 0; s < en->nsteps && ok; s++) {
+            const KirStep *st = &en->steps[s];
+            if (st->func < 0 || st->func >= prog->nfuncs || st->nargs != prog->funcs[st->func].nparams ||
+                st->nargs > 64 || (prog->funcs[st->func].nints && !st->ints)) {
+                diag_error(dl, srcloc_none(), "JIT: step %d of entry %s is malformed (an internal error in pxc)", s,
+                           entry_names[k]);
+                ok = false;
+                break;
+            }
+            const KirFunc *fn = &prog->funcs[st->func];
+            if (!thunk[st->func]) {
+                char *name = xasprintf("%s.step", fn->name);
+                thunk[st->func] = (RtStepFn)jit_lookup(j, name, dl);
+                free(name);
+                if (!thunk[st->func]) {
+                    ok = false;
+                    break;
+                }
+            }
+            RtStep *rs = &re->steps[re->nsteps++];
+            rs->fn = thunk[st->func];
+            rs->kind = (int32_t)jit_kernel_kind(fn->name);
+            rs->when = st->when;
+            rs->nargs = st->nargs;
+            rs->args = &rp->addrs[ia];
+            for (int a = 0; a < st->nargs && ok; a++) ok = rt_addr(prog, (KirEntryKind)k, st->args[a], &rp->addrs[ia++], dl);
+            rs->ints = &rp->ints[ii];
+            for (int a = 0; a < fn->nints; a++) rp->ints[ii++] = st->ints[a];
+        }
+    }
+    if (ok && prog->seed_buf >= 0) ok = (rp->has_seed = rt_addr(prog, KE_FORWARD, prog->seed_buf, &rp->seed, dl)) &&
+                                        rt_addr(prog, KE_BACKWARD, prog->seed_buf, &rp->seed, dl);
+    if (ok && prog->out_fallback >= 0) ok = (rp->has_out_fb = rt_addr(prog, KE_FORWARD, prog->out_fallback, &rp->out_fb, dl));
+    if (ok && prog->nll_fallback >= 0) ok = (rp->has_nll_fb = rt_addr(prog, KE_FORWARD, prog->nll_fallback, &rp->nll_fb, dl));
+    free(thunk);
+    if (!ok) {
+        rt_program_free(rp);
+        return NULL;
+    }
+    return rp;
+}
+
+/* f.step(n, seed, ptrs, ints) = f(n, seed, ptrs[0], ..., ints[0], ...) */
+static void print_thunk(JitIR *ir, const KirFunc *fn, LLVMValueRef f) {
+    LLVMBuilderRef b = ir->b;
+    LLVMTypeRef ps[4] = {ir->t_i64, ir->t_i64, LLVMPointerType(ir->t_pi8, 0), ir->t_pi64};
+    char *name = xasprintf("%s.step", fn->name);
+    LLVMValueRef t = jir_function(ir, name, ir->t_void, ps, 4);
+    free(name);
+    int na = 2 + fn->nparams + fn->nints;
+    LLVMValueRef *args = xmalloc((size_t)na * sizeof *args);
+    args[0] = LLVMGetParam(t, 0);
+    args[1] = LLVMGetParam(t, 1);
+    for (int i = 0; i < fn->nparams; i++) {
+        LLVMValueRef p = LLVMBuildLoad2(b, ir->t_pi8, jir_gep(ir, ir->t_pi8, LLVMGetParam(t, 2), jir_i64(ir, i)), "");
+        args[2 + i] = LLVMBuildBitCast(b, p, ptr_ty(ir, fn->params[i].elem), "");
+    }
+    for (int i = 0; i < fn->nints; i++)
+        args[2 + fn->nparams + i] = LLVMBuildLoad2(b, ir->t_i64, jir_gep(ir, ir->t_i64, LLVMGetParam(t, 3), jir_i64(ir, i)), "");
+    LLVMValueRef call = jir_call(ir, f, args, na);
+    /* f's only caller: inlining would compile its body twice */
+    LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex,
+                             LLVMCreateEnumAttribute(ir->ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
+    LLVMBuildRetVoid(b);
+    free(args);
+}
+
+/* An entry of pxc_model.h: its pointer arguments into bases[KirBase], then
+ * run_entry(pxc_program, k, bases, n, seed, training). */
 static bool print_entry(JitIR *ir, const KirProgram *prog, KirEntryKind k, DiagList *dl) {
+    (void)prog;
+    (void)dl;
     LLVMTypeRef pf = ir->t_pf32, pi8 = ir->t_pi8, i32 = ir->t_i32, i64 = ir->t_i64;
-    const KirEntry *en = &prog->entry[k];
-    EntryCtx e = {.ir = ir, .prog = prog};
-    LLVMValueRef f, seed = jir_i64(ir, 0), training = NULL;
+    LLVMBuilderRef b = ir->b;
+    LLVMValueRef f, n, seed = jir_i64(ir, 0), training = jir_i32(ir, 0);
+    LLVMValueRef base[KB_COUNT] = {0};
     switch (k) {
     case KE_FORWARD: {
         /* double forward(params, x, labels, n, seed, training, arena, out, nll) */
         LLVMTypeRef ps[9] = {pf, pf, ir->t_pi32, i32, i64, i32, pi8, pf, pf};
         f = jir_function(ir, entry_names[k], ir->t_f64, ps, 9);
-        e.base[KB_PARAMS] = LLVMGetParam(f, 0);
-        e.base[KB_X] = LLVMGetParam(f, 1);
-        e.base[KB_LABELS] = LLVMGetParam(f, 2);
-        e.n = LLVMGetParam(f, 3);
+        base[KB_PARAMS] = LLVMGetParam(f, 0);
+        base[KB_X] = LLVMGetParam(f, 1);
+        base[KB_LABELS] = LLVMGetParam(f, 2);
+        n = LLVMGetParam(f, 3);
         seed = LLVMGetParam(f, 4);
         training = LLVMGetParam(f, 5);
-        e.base[KB_ARENA] = LLVMGetParam(f, 6);
-        e.base[KB_OUT] = LLVMGetParam(f, 7);
-        e.base[KB_NLL] = LLVMGetParam(f, 8);
+        base[KB_ARENA] = LLVMGetParam(f, 6);
+        base[KB_OUT] = LLVMGetParam(f, 7);
+        base[KB_NLL] = LLVMGetParam(f, 8);
         break;
     }
     case KE_BACKWARD: {
         /* void backward(params, x, labels, n, arena, grad) */
         LLVMTypeRef ps[6] = {pf, pf, ir->t_pi32, i32, pi8, pf};
         f = jir_function(ir, entry_names[k], ir->t_void, ps, 6);
-        e.base[KB_PARAMS] = LLVMGetParam(f, 0);
-        e.base[KB_X] = LLVMGetParam(f, 1);
-        e.base[KB_LABELS] = LLVMGetParam(f, 2);
-        e.n = LLVMGetParam(f, 3);
-        e.base[KB_ARENA] = LLVMGetParam(f, 4);
-        e.base[KB_GRAD] = LLVMGetParam(f, 5);
+        base[KB_PARAMS] = LLVMGetParam(f, 0);
+        base[KB_X] = LLVMGetParam(f, 1);
+        base[KB_LABELS] = LLVMGetParam(f, 2);
+        n = LLVMGetParam(f, 3);
+        base[KB_ARENA] = LLVMGetParam(f, 4);
+        base[KB_GRAD] = LLVMGetParam(f, 5);
         break;
     }
     case KE_LOSS: {
         /* double loss(l, x, n, dl, nll) */
         LLVMTypeRef ps[5] = {pf, pf, i32, pf, pf};
         f = jir_function(ir, entry_names[k], ir->t_f64, ps, 5);
-        e.base[KB_OUT] = LLVMGetParam(f, 0);
-        e.base[KB_X] = LLVMGetParam(f, 1);
-        e.n = LLVMGetParam(f, 2);
-        e.base[KB_DL] = LLVMGetParam(f, 3);
-        e.base[KB_NLL] = LLVMGetParam(f, 4);
+        base[KB_OUT] = LLVMGetParam(f, 0);
+        base[KB_X] = LLVMGetParam(f, 1);
+        n = LLVMGetParam(f, 2);
+        base[KB_DL] = LLVMGetParam(f, 3);
+        base[KB_NLL] = LLVMGetParam(f, 4);
         break;
     }
     default: {
         /* void init(params, x, labels, n, arena) */
         LLVMTypeRef ps[5] = {pf, pf, ir->t_pi32, i32, pi8};
         f = jir_function(ir, entry_names[k], ir->t_void, ps, 5);
-        e.base[KB_PARAMS] = LLVMGetParam(f, 0);
-        e.base[KB_X] = LLVMGetParam(f, 1);
-        e.base[KB_LABELS] = LLVMGetParam(f, 2);
-        e.n = LLVMGetParam(f, 3);
-        e.base[KB_ARENA] = LLVMGetParam(f, 4);
+        base[KB_PARAMS] = LLVMGetParam(f, 0);
+        base[KB_X] = LLVMGetParam(f, 1);
+        base[KB_LABELS] = LLVMGetParam(f, 2);
+        n = LLVMGetParam(f, 3);
+        base[KB_ARENA] = LLVMGetParam(f, 4);
         break;
     }
     }
-    LLVMBuilderRef b = ir->b;
-    e.n = LLVMBuildSExt(b, e.n, i64, "n");
-    for (int i = 0; i < KB_COUNT; i++)
-        if (e.base[i]) e.base[i] = LLVMBuildBitCast(b, e.base[i], pi8, "");
-    /* the entry's own scratch: on the stack when small, else the heap */
-    LLVMValueRef heap = NULL;
-    if (en->stack_bytes > 0) {
-        int64_t sz = (en->stack_bytes + 63) / 64 * 64;
-        if (sz <= (1 << 18)) {
-            LLVMValueRef a = LLVMBuildAlloca(b, LLVMArrayType(ir->t_i8, (unsigned)sz), "stack");
-            LLVMSetAlignment(a, 64);
-            e.base[KB_STACK] = LLVMBuildBitCast(b, a, pi8, "");
-        } else {
-            LLVMTypeRef aps[2] = {i64, i64};
-            LLVMValueRef aa = jir_declare(ir, "aligned_alloc", pi8, aps, 2);
-            LLVMValueRef args[2] = {jir_i64(ir, 64), jir_i64(ir, sz)};
-            heap = e.base[KB_STACK] = jir_call(ir, aa, args, 2);
-        }
+    LLVMTypeRef at = LLVMArrayType(pi8, KB_COUNT);
+    LLVMValueRef arr = LLVMBuildAlloca(b, at, "bases");
+    for (int i = 0; i < KB_COUNT; i++) {
+        LLVMValueRef idx[2] = {jir_i64(ir, 0), jir_i64(ir, i)};
+        LLVMValueRef v = base[i] ? LLVMBuildBitCast(b, base[i], pi8, "") : LLVMConstNull(pi8);
+        LLVMBuildStore(b, v, LLVMBuildInBoundsGEP2(b, at, arr, idx, 2, ""));
     }
-    bool ok = true;
-    if (k == KE_FORWARD) {
-        /* out and nll may be NULL: the arena holds them then */
-        int fb[2] = {prog->out_fallback, prog->nll_fallback};
-        KirBase which[2] = {KB_OUT, KB_NLL};
-        for (int i = 0; i < 2; i++) {
-            if (fb[i] < 0) continue;
-            LLVMValueRef alt = LLVMBuildBitCast(b, buf_addr(&e, fb[i], dl, &ok), pi8, "");
-            LLVMValueRef isnull = LLVMBuildIsNull(b, e.base[which[i]], "");
-            e.base[which[i]] = LLVMBuildSelect(b, isnull, alt, e.base[which[i]], "");
-        }
+    LLVMValueRef g = LLVMGetNamedGlobal(ir->mod, "pxc_program");
+    if (!g) {
+        g = LLVMAddGlobal(ir->mod, pi8, "pxc_program");
+        LLVMSetInitializer(g, LLVMConstNull(pi8));
     }
-    if (prog->seed_buf >= 0 && (k == KE_FORWARD || k == KE_BACKWARD)) {
-        LLVMValueRef sp = LLVMBuildBitCast(b, buf_addr(&e, prog->seed_buf, dl, &ok), ir->t_pi64, "");
-        if (k == KE_FORWARD)
-            LLVMBuildStore(b, seed, sp);
-        else
-            seed = LLVMBuildLoad2(b, i64, sp, "seed");
-    }
-    for (int si = 0; si < en->nsteps && ok; si++) {
-        const KirStep *st = &en->steps[si];
-        if (st->func < 0 || st->func >= prog->nfuncs || st->nargs != prog->funcs[st->func].nparams) {
-            diag_error(dl, srcloc_none(), "JIT: step %d of entry %s is malformed (an internal error in pxc)", si,
-                       entry_names[k]);
-            ok = false;
-            break;
-        }
-        LLVMValueRef cond = NULL;
-        if (st->when.training >= 0 && training) {
-            LLVMValueRef on = LLVMBuildICmp(b, LLVMIntNE, training, jir_i32(ir, 0), "");
-            cond = st->when.training ? on : LLVMBuildNot(b, on, "");
-        }
-        for (int bi = 0; bi < KB_COUNT; bi++) {
-            unsigned bit = 1u << bi;
-            if (!(st->when.if_nonnull & bit) && !(st->when.if_null & bit)) continue;
-            LLVMValueRef isnull = e.base[bi] ? LLVMBuildIsNull(b, e.base[bi], "") : LLVMConstInt(ir->t_i1, 1, 0);
-            LLVMValueRef want = (st->when.if_null & bit) ? isnull : LLVMBuildNot(b, isnull, "");
-            cond = cond ? LLVMBuildAnd(b, cond, want, "") : want;
-        }
-        LLVMBasicBlockRef after = NULL;
-        if (cond) {
-            LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(ir->ctx, f, "step");
-            after = LLVMAppendBasicBlockInContext(ir->ctx, f, "next");
-            LLVMBuildCondBr(b, cond, run, after);
-            LLVMPositionBuilderAtEnd(b, run);
-        }
-        const KirFunc *fn = &prog->funcs[st->func];
-        LLVMValueRef *args = xmalloc((size_t)(fn->nparams + 2) * sizeof *args);
-        args[0] = e.n;
-        args[1] = seed;
-        for (int i = 0; i < fn->nparams; i++) {
-            LLVMValueRef a = buf_addr(&e, st->args[i], dl, &ok);
-            args[2 + i] = LLVMBuildBitCast(b, a, ptr_ty(ir, fn->params[i].elem), "");
-        }
-        /* t0 = jit_rt_prof_begin(); kernel(...); jit_rt_prof_end(kind, site, t0): the opt-in profile */
-        LLVMValueRef t0 = jir_call(ir, jir_declare(ir, "jit_rt_prof_begin", i64, NULL, 0), NULL, 0);
-        jir_call(ir, kernel_decl(ir, fn), args, fn->nparams + 2);
-        LLVMTypeRef pe[3] = {i32, i32, i64};
-        LLVMValueRef pa[3] = {jir_i32(ir, (int32_t)jit_kernel_kind(fn->name)), jir_i32(ir, (int32_t)k << 20 | si), t0};
-        jir_call(ir, jir_declare(ir, "jit_rt_prof_end", ir->t_void, pe, 3), pa, 3);
-        free(args);
-        if (after) {
-            LLVMBuildBr(b, after);
-            LLVMPositionBuilderAtEnd(b, after);
-        }
-    }
-    if (heap) {
-        LLVMValueRef fr = jir_declare(ir, "free", ir->t_void, &pi8, 1);
-        jir_call(ir, fr, &heap, 1);
-    }
-    if (k == KE_FORWARD || k == KE_LOSS) {
-        LLVMValueRef r = LLVMConstReal(ir->t_f64, 0);
-        if (en->ret_buf >= 0) {
-            LLVMValueRef rp = LLVMBuildBitCast(b, buf_addr(&e, en->ret_buf, dl, &ok), ir->t_pf64, "");
-            r = LLVMBuildLoad2(b, ir->t_f64, rp, "loss");
-        }
-        LLVMBuildRet(b, r);
-    } else {
-        LLVMBuildRetVoid(b);
-    }
-    return ok;
+    LLVMTypeRef rps[6] = {pi8, i32, LLVMPointerType(pi8, 0), i64, i64, i32};
+    LLVMValueRef run = jir_declare(ir, "jit_rt_run_entry", ir->t_f64, rps, 6);
+    LLVMValueRef args[6] = {LLVMBuildLoad2(b, pi8, g, "prog"), jir_i32(ir, (int32_t)k),
+                            LLVMBuildBitCast(b, arr, LLVMPointerType(pi8, 0), ""), LLVMBuildSExt(b, n, i64, "n"), seed,
+                            training};
+    LLVMValueRef r = jir_call(ir, run, args, 6);
+    if (k == KE_FORWARD || k == KE_LOSS) LLVMBuildRet(b, r);
+    else LLVMBuildRetVoid(b);
+    return true;
 }
 
 /* size_t pxc_arena_bytes(int n) = arena0 + arena_n * n */
@@ -867,20 +1022,22 @@ static void print_arena_bytes(JitIR *ir, const KirProgram *prog) {
 
 typedef struct FuncArg {
     const KirProgram *prog;
-    int func;    /* a kernel, or -1: an entry */
-    int entry;   /* KirEntryKind, or KE_COUNT: arena_bytes */
+    int func;    /* a kernel, or -1: the entries and arena_bytes */
 } FuncArg;
 
 static bool build_kir_unit(JitIR *ir, void *arg, DiagList *dl) {
     const FuncArg *a = arg;
     if (a->func >= 0) return print_func(ir, a->prog, &a->prog->funcs[a->func], dl);
-    if (a->entry < KE_COUNT) return print_entry(ir, a->prog, (KirEntryKind)a->entry, dl);
+    for (int k = 0; k < KE_COUNT; k++)
+        if (!print_entry(ir, a->prog, (KirEntryKind)k, dl)) return false;
     print_arena_bytes(ir, a->prog);
     return true;
 }
 
-/* A kernel is cold when only the init entry (run once per training) calls
- * it, when it does little work per call (at a batch of COLD_BATCH images),
+/* A kernel is cold when neither forward nor backward calls it (init runs
+ * once per training; pxc's runtime never calls the loss entry, which
+ * exists for the ABI and tests, and its no-nll variants of the likelihood
+ * cost a fifth of the compile), when it does little work per call (at a batch of COLD_BATCH images),
  * or when it is only GEMM calls (OpenBLAS does the work): O1 without
  * vectorisation costs such a kernel microseconds a call and saves most of
  * its compile time. */
@@ -892,10 +1049,20 @@ static JitTier kernel_tier(const KirProgram *prog, int f, const bool *hot_entry_
     if (!tiering) return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
     if (!hot_entry_calls[f]) return JIT_TIER_COLD;
     for (int i = 0; i < fn->nbody; i++)
-        if (fn->body[i]->k == KS_CONV) return JIT_TIER_HOT;   /* its vector loops want O3 */
+        if (fn->body[i]->k == KS_CONV) return JIT_TIER_HOT;   /* its vector loops want the hot pipeline */
     bool only_gemm = fn->nbody > 0;
     for (int i = 0; i < fn->nbody; i++) only_gemm &= fn->body[i]->k == KS_GEMM;
-    if (only_gemm || body_work_n(fn->body, fn->nbody, COLD_BATCH) < COLD_WORK) return JIT_TIER_COLD;
+    if (only_gemm) return JIT_TIER_COLD;
+    /* the largest call decides (integer arguments differ between calls) */
+    double work = 0;
+    for (int e = 0; e < KE_COUNT; e++)
+        for (int s = 0; s < prog->entry[e].nsteps; s++) {
+            const KirStep *st = &prog->entry[e].steps[s];
+            if (st->func != f) continue;
+            double w = body_work_n(fn->body, fn->nbody, COLD_BATCH, st->ints);
+            if (w > work) work = w;
+        }
+    if (work < COLD_WORK) return JIT_TIER_COLD;
     return has_reduce(fn->body, fn->nbody) ? JIT_TIER_REDUCE : JIT_TIER_HOT;
 }
 
@@ -904,6 +1071,7 @@ typedef struct ModelImpl {
     pxc_tensor *params;
     char **names;
     int nnames;
+    RtProgram *steps;     /* what the entries run (the JIT's pxc_program points here) */
     JitTimings timings;
     JitProfRow *sites;   /* the profile's call sites (jit_prof.c) */
     int nsites;
@@ -914,6 +1082,7 @@ static void model_release(pxc_model *m) {
     ModelImpl *impl = m->impl;
     if (impl) {
         jit_free(impl->jit);
+        rt_program_free(impl->steps);
         for (int i = 0; i < impl->nnames; i++) free(impl->names[i]);
         free(impl->names);
         free(impl->params);
@@ -949,7 +1118,8 @@ void *jit_model_lookup(const pxc_model *m, const char *name, DiagList *dl) {
 pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *dl) {
     Jit *j = jit_create(opt, dl);
     if (!j) return NULL;
-    if (!jit_add_runtime_symbols(j, dl)) {
+    JitSymbol run = {"jit_rt_run_entry", (void *)run_entry};
+    if (!jit_add_runtime_symbols(j, dl) || !jit_define_symbols(j, &run, 1, dl)) {
         jit_free(j);
         return NULL;
     }
@@ -967,30 +1137,26 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
         free(dir);
     }
 
-    /* kernels called from forward, backward or loss (not only from init) */
+    /* kernels called from forward or backward (not only from init or loss) */
     bool *hot_calls = xcalloc((size_t)prog->nfuncs + 1, sizeof *hot_calls);
     for (int e = 0; e < KE_COUNT; e++)
         for (int s = 0; s < prog->entry[e].nsteps; s++) {
             int f = prog->entry[e].steps[s].func;
-            if (e != KE_INIT && f >= 0 && f < prog->nfuncs) hot_calls[f] = true;
+            if ((e == KE_FORWARD || e == KE_BACKWARD) && f >= 0 && f < prog->nfuncs) hot_calls[f] = true;
         }
-    int nu = prog->nfuncs + KE_COUNT + 1;
+    int nu = prog->nfuncs + 1;
     JitUnit *units = xcalloc((size_t)nu, sizeof *units);
     FuncArg *args = xcalloc((size_t)nu, sizeof *args);
     int calls = 0;
     for (int i = 0; i < prog->nfuncs; i++) {
         const KirFunc *fn = &prog->funcs[i];
-        args[i] = (FuncArg){prog, i, 0};
+        args[i] = (FuncArg){prog, i};
         units[i] = (JitUnit){fn->name, build_kir_unit, &args[i], kernel_tier(prog, i, hot_calls, tiering)};
         calls += fn->ncalls;
     }
     free(hot_calls);
-    for (int e = 0; e <= KE_COUNT; e++) {
-        int u = prog->nfuncs + e;
-        args[u] = (FuncArg){prog, -1, e};
-        units[u] = (JitUnit){e < KE_COUNT ? entry_names[e] : "pxc_arena_bytes", build_kir_unit, &args[u],
-                             JIT_TIER_COLD};
-    }
+    args[nu - 1] = (FuncArg){prog, -1};
+    units[nu - 1] = (JitUnit){"the entries", build_kir_unit, &args[nu - 1], JIT_TIER_COLD};
 
     pxc_model *m = NULL;
     bool ok = jit_compile_units(j, units, nu, key, keylen, dl);
@@ -1000,16 +1166,25 @@ pxc_model *jit_compile(const KirProgram *prog, const JitOptions *opt, DiagList *
     void *fp[KE_COUNT + 1] = {0};
     for (int k = 0; k < KE_COUNT && ok; k++) ok = (fp[k] = jit_lookup(j, entry_names[k], dl)) != NULL;
     if (ok) ok = (fp[KE_COUNT] = jit_lookup(j, "pxc_arena_bytes", dl)) != NULL;
+    RtProgram *steps = NULL;
+    void **slot = NULL;
+    if (ok) {
+        ok = (steps = rt_program(j, prog, dl)) && (slot = jit_lookup(j, "pxc_program", dl));
+        if (ok) *slot = steps;
+    }
     if (!ok) {
+        rt_program_free(steps);
         jit_free(j);
         return NULL;
     }
     m = xcalloc(1, sizeof *m);
     ModelImpl *impl = xcalloc(1, sizeof *impl);
     impl->jit = j;
+    impl->steps = steps;
     impl->timings = *jit_timings(j);
     impl->timings.kernels = calls;
     impl->timings.kernels_unique = prog->nfuncs;
+    impl->timings.kernels_exact = prog->nfuncs_exact ? prog->nfuncs_exact : prog->nfuncs;
     impl->sites = jit_prof_sites(prog, &impl->nsites);
     impl->params = xcalloc((size_t)(prog->nparams_tensors + 1), sizeof *impl->params);
     impl->names = xcalloc((size_t)(prog->nparams_tensors + 1), sizeof *impl->names);

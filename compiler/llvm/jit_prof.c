@@ -2,9 +2,10 @@
  * jit_prof.c — the call sites of a JIT model for its opt-in profile: one row
  * per step of each entry naming the kernel, the step's note (the graph op and
  * its YAML position) and the work of one call (FLOPs of its GEMMs and direct
- * convolutions, bytes of its argument buffers), linear in the batch. The
- * runtime (jit_runtime.c) counts each site's calls and nanoseconds while
- * profiling is on; jit_model_profile (jit_kir.c) joins the two.
+ * convolutions, with the step's integer arguments; bytes of its argument
+ * buffers), linear in the batch. The runtime (jit_runtime.c) counts each
+ * site's calls and nanoseconds while profiling is on; jit_model_profile
+ * (jit_kir.c) joins the two.
  */
 #include <stdlib.h>
 
@@ -12,12 +13,14 @@
 #include "jit.h"
 #include "jit_prof.h"
 
-/* An I64 expression of constants and n at batch n; -1 when it depends on anything else. */
-static int64_t eval_n(const KirExpr *e, int64_t n) {
+/* An I64 expression of constants, integer arguments (the step's ints) and
+ * n at batch n; -1 when it depends on anything else. */
+static int64_t eval_n(const KirExpr *e, int64_t n, const int64_t *ints, int nints) {
     if (!e) return -1;
     if (e->k == KX_CONST && e->t == KT_I64) return e->i;
     if (e->k == KX_BATCH) return n;
-    int64_t a = e->x[0] ? eval_n(e->x[0], n) : -1, b = e->x[1] ? eval_n(e->x[1], n) : -1;
+    if (e->k == KX_ARG) return ints && e->i >= 0 && e->i < nints ? ints[e->i] : -1;
+    int64_t a = e->x[0] ? eval_n(e->x[0], n, ints, nints) : -1, b = e->x[1] ? eval_n(e->x[1], n, ints, nints) : -1;
     if (a < 0 || b < 0) return -1;
     switch (e->k) {
     case KX_ADD: return a + b;
@@ -32,16 +35,17 @@ static int64_t eval_n(const KirExpr *e, int64_t n) {
 }
 
 /* FLOPs of one call of fn at batch n (GEMMs and convolutions; unknown sizes count 0). */
-static double func_flops(const KirFunc *fn, int64_t n) {
+static double func_flops(const KirFunc *fn, const int64_t *ints, int64_t n) {
     double f = 0;
     for (int i = 0; i < fn->nbody; i++) {
         const KirStmt *s = fn->body[i];
         if (s->k == KS_GEMM) {
-            int64_t m = eval_n(s->gemm.m, n), nn = eval_n(s->gemm.n, n), k = eval_n(s->gemm.k, n);
+            int64_t m = eval_n(s->gemm.m, n, ints, fn->nints), nn = eval_n(s->gemm.n, n, ints, fn->nints),
+                    k = eval_n(s->gemm.k, n, ints, fn->nints);
             if (m > 0 && nn > 0 && k > 0) f += 2.0 * (double)m * (double)nn * (double)k;
         } else if (s->k == KS_CONV) {
             const KirConv *c = &s->conv;
-            int64_t im = eval_n(c->images, n);
+            int64_t im = eval_n(c->images, n, ints, fn->nints);
             if (im > 0) f += 2.0 * (double)im * (double)(c->Ho * c->Wo * c->kh * c->kw) * (double)(c->cin * c->cout);
         }
     }
@@ -64,7 +68,7 @@ JitProfSite *jit_prof_sites(const KirProgram *prog, int *nsites) {
             r->kernel = xstrdup(fn->name);
             r->note = xstrdup(st->note ? st->note : "");
             r->kind = jit_kernel_kind(fn->name);
-            double f1 = func_flops(fn, 1), f2 = func_flops(fn, 2);
+            double f1 = func_flops(fn, st->ints, 1), f2 = func_flops(fn, st->ints, 2);
             r->flops_n = f2 - f1;
             r->flops0 = f1 - r->flops_n;
             for (int a = 0; a < st->nargs; a++) {
