@@ -7,6 +7,13 @@
  * input channels not a multiple of the channel tile, 1x1 kernels, cout
  * 16/32/48/64/160 — large enough that the work is split over threads, and
  * small enough to run serially. Elements outside the written tensor are checked untouched.
+ *
+ * Zero rows (KirConv pt, pb; 0 or 1 rows at the top / bottom, kernels of 1
+ * to 3 rows): the JIT skips the terms reading them, so here those rows hold
+ * NaN (beyond the promise, to see every one skipped) while the rows next to
+ * them hold data: a term skipped that reads a data row, or one computed
+ * that reads a border row, makes the sum differ from the naive loop, which
+ * leaves out exactly the border rows.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -22,25 +29,39 @@ typedef struct ConvCase {
     int Ho, Wo, kh, kw, cin, cout;
     int padh, padw;   /* extra columns/rows of x beyond Ho + kh - 1 / Wo + kw - 1 */
     float beta;
+    int pt, pb;       /* zero rows of x at the top / bottom of each image */
 } ConvCase;
 
 static const ConvCase cases[] = {
-    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0},   /* the small model's shapes */
-    {KIR_CONV_FORWARD, 28, 28, 2, 2, 64, 64, 0, 0, 1},
-    {KIR_CONV_FORWARD, 5, 13, 2, 3, 7, 48, 1, 2, 0},     /* 13 = 8 + 5: a tail tile */
-    {KIR_CONV_FORWARD, 3, 5, 1, 3, 3, 16, 0, 0, 1},      /* rows shorter than a tile */
-    {KIR_CONV_FORWARD, 4, 9, 2, 1, 20, 160, 0, 1, 0},    /* 160: chunks of 2 vectors */
-    {KIR_CONV_FORWARD, 7, 7, 3, 3, 33, 64, 0, 0, 1},
-    {KIR_CONV_FORWARD, 28, 28, 1, 1, 64, 32, 0, 0, 1},   /* a 1x1 (nin) conv, in place */
-    {KIR_CONV_FORWARD, 14, 14, 1, 1, 32, 64, 0, 0, 0},   /* ... and its input gradient */
-    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0},
-    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1},
-    {KIR_CONV_WGRAD, 5, 13, 2, 3, 7, 48, 1, 2, 0},       /* 7 channels: a channel tail */
-    {KIR_CONV_WGRAD, 3, 5, 1, 3, 3, 16, 0, 0, 1},
-    {KIR_CONV_WGRAD, 4, 9, 2, 1, 29, 160, 0, 1, 0},      /* 29 = 2 tiles of 14 + 1 */
-    {KIR_CONV_WGRAD, 7, 7, 3, 3, 33, 64, 0, 0, 1},
-    {KIR_CONV_WGRAD, 28, 28, 1, 1, 64, 32, 0, 0, 0},     /* 1x1 */
-    {KIR_CONV_WGRAD, 7, 7, 1, 1, 20, 16, 0, 0, 1},
+    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0},   /* the small model's shapes */
+    {KIR_CONV_FORWARD, 28, 28, 2, 2, 64, 64, 0, 0, 1, 0, 0},
+    {KIR_CONV_FORWARD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0},     /* 13 = 8 + 5: a tail tile */
+    {KIR_CONV_FORWARD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0},      /* rows shorter than a tile */
+    {KIR_CONV_FORWARD, 4, 9, 2, 1, 20, 160, 0, 1, 0, 0, 0},    /* 160: chunks of 2 vectors */
+    {KIR_CONV_FORWARD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0},
+    {KIR_CONV_FORWARD, 28, 28, 1, 1, 64, 32, 0, 0, 1, 0, 0},   /* a 1x1 (nin) conv, in place */
+    {KIR_CONV_FORWARD, 14, 14, 1, 1, 32, 64, 0, 0, 0, 0, 0},   /* ... and its input gradient */
+    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 0},
+    {KIR_CONV_WGRAD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0},       /* 7 channels: a channel tail */
+    {KIR_CONV_WGRAD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0},
+    {KIR_CONV_WGRAD, 4, 9, 2, 1, 29, 160, 0, 1, 0, 0, 0},      /* 29 = 2 tiles of 14 + 1 */
+    {KIR_CONV_WGRAD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0},
+    {KIR_CONV_WGRAD, 28, 28, 1, 1, 64, 32, 0, 0, 0, 0, 0},     /* 1x1 */
+    {KIR_CONV_WGRAD, 7, 7, 1, 1, 20, 16, 0, 0, 1, 0, 0},
+    /* zero rows */
+    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0},   /* the small model's down-shifted conv */
+    {KIR_CONV_FORWARD, 7, 7, 2, 2, 33, 64, 0, 0, 1, 0, 1},     /* its input gradient: zeros below */
+    {KIR_CONV_FORWARD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1},     /* a tail tile, extra rows */
+    {KIR_CONV_FORWARD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1},     /* 1 row: first and last rows read only zeros */
+    {KIR_CONV_FORWARD, 4, 9, 3, 1, 20, 160, 0, 1, 0, 1, 0},
+    {KIR_CONV_FORWARD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1},     /* one output row, taps 0 and 2 skipped */
+    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0},
+    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 1},
+    {KIR_CONV_WGRAD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1},
+    {KIR_CONV_WGRAD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1},
+    {KIR_CONV_WGRAD, 4, 9, 3, 2, 29, 160, 0, 0, 0, 0, 1},
+    {KIR_CONV_WGRAD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1},       /* taps 0 and 2 read only zeros: written 0 */
 };
 enum { NC = sizeof cases / sizeof cases[0] };
 
@@ -60,11 +81,15 @@ static int build(const ConvCase *c) {
     k.Hp = c->Ho + c->kh - 1 + c->padh;
     k.Wp = c->Wo + c->kw - 1 + c->padw;
     k.beta = c->beta;
+    k.pt = c->pt, k.pb = c->pb;
     kir_conv(P, fn, &k);
     return kir_func_finish(P, fn, NULL);
 }
 
 static float val(uint64_t i, uint64_t salt) { return (float)((int)((i * 2654435761u + salt) % 97) - 48) / 32.0f; }
+
+/* Is row r of x one of its zero rows (skipped by the reference)? */
+static bool zero_row(const ConvCase *c, int64_t Hp, int64_t r) { return r < c->pt || r >= Hp - c->pb; }
 
 static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
     typedef void (*Kern)(int64_t, uint64_t, float *, float *, float *);
@@ -81,7 +106,10 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
     /* one guard element after the written tensor */
     float *x = malloc((size_t)nx * 4), *w = malloc((size_t)(nw + 1) * 4), *y = malloc((size_t)(ny + 1) * 4);
     float *t0 = malloc((size_t)((fwd ? ny : nw) + 1) * 4);
-    for (int64_t i = 0; i < nx; i++) x[i] = val((uint64_t)i, 1);
+    for (int64_t i = 0; i < nx; i++) {
+        int64_t r = i / (Wp * c->cin) % Hp;   /* the row of x */
+        x[i] = r < c->pt || r >= Hp - c->pb ? NAN : val((uint64_t)i, 1);
+    }
     for (int64_t i = 0; i <= nw; i++) w[i] = val((uint64_t)i, 2);
     for (int64_t i = 0; i <= ny; i++) y[i] = val((uint64_t)i, 3);
     float *out = fwd ? y : w;
@@ -98,7 +126,7 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
             int64_t pix = e / c->cout, j = pix % c->Wo, i = pix / c->Wo % c->Ho, img = pix / c->Wo / c->Ho;
             for (int a = 0; a < c->kh; a++)
                 for (int d = 0; d < c->kw; d++)
-                    for (int ch = 0; ch < c->cin; ch++) {
+                    for (int ch = 0; ch < c->cin && !zero_row(c, Hp, i + a); ch++) {
                         double p = (double)x[((img * Hp + i + a) * Wp + j + d) * c->cin + ch] *
                                    w[((a * c->kw + d) * c->cin + ch) * c->cout + o];
                         s += p, mag += fabs(p);
@@ -107,7 +135,7 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
             int64_t row = e / c->cout, ch = row % c->cin, t = row / c->cin, a = t / c->kw, d = t % c->kw;
             for (int img = 0; img < n; img++)
                 for (int i = 0; i < c->Ho; i++)
-                    for (int j = 0; j < c->Wo; j++) {
+                    for (int j = 0; j < c->Wo && !zero_row(c, Hp, i + a); j++) {
                         double p = (double)x[((img * Hp + i + a) * Wp + j + d) * c->cin + ch] *
                                    y[((img * c->Ho + i) * c->Wo + j) * c->cout + o];
                         s += p, mag += fabs(p);
@@ -115,8 +143,9 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
         }
         if (c->beta != 0) s += t0[e], mag += fabs(t0[e]);
         if (!(fabs(out[e] - s) <= 1e-5 * (mag + 1e-6)) && bad++ < 5)
-            print_error("form %d %dx%d taps %dx%d cin %d cout %d beta %g n %d: element %lld = %.9g, want %.9g\n",
-                        c->form, c->Ho, c->Wo, c->kh, c->kw, c->cin, c->cout, (double)c->beta, n, (long long)e,
+            print_error("form %d %dx%d taps %dx%d cin %d cout %d beta %g zero rows %d+%d n %d: element %lld = %.9g, want %.9g\n",
+                        c->form, c->Ho, c->Wo, c->kh, c->kw, c->cin, c->cout, (double)c->beta, c->pt, c->pb, n,
+                        (long long)e,
                         (double)out[e], s);
     }
     if (bad) fail_msg("%lld wrong elements", (long long)bad);
@@ -158,6 +187,14 @@ static void test_conv_print(void **state) {
     kir_print_func(P, &P->funcs[f], mf);
     fclose(mf);
     assert_non_null(strstr(text, "conv forward(images=n, x=x 7x17x7, w=w 2x3x7x48, y=y 5x13x48, beta=0);"));
+    free(text);
+    /* the zero rows are printed (and so part of the key kir_parameterise merges by) */
+    f = build(&cases[NC - 4]);
+    mf = open_memstream(&text, &len);
+    kir_print_func(P, &P->funcs[f], mf);
+    fclose(mf);
+    assert_non_null(strstr(text, "conv wgrad(images=n, x=x 8x17x7, w=w 3x3x7x48, y=y 5x13x48, beta=0, "
+                                 "zero rows=1 top 1 bottom);"));
     free(text);
     kir_free(P);
 }

@@ -22,6 +22,10 @@
  *             back to w around each block); the tiles are split over the
  *             threads (two contiguous halves), so no element has two writers.
  *
+ * Both forms skip the terms reading x's zero rows (KirConv pt, pb): the
+ * forward form per output row narrows its taps a, the weight gradient skips
+ * the output rows whose row i + a of x is zero. Zero columns are computed.
+ *
  * Accumulators live in allocas that SROA promotes to registers. Everything
  * but the image count is a constant of the generated code.
  */
@@ -94,8 +98,10 @@ static void loop(CV *c, JirLoop *L, LLVMValueRef lo, LLVMValueRef hi) {
 }
 
 /* Forward tile: mr pixels from xb (x offset of the tile's first pixel, tap
- * (0,0), channel 0) and yb (y offset of its first pixel, channel o0). */
-static void fwd_tile(CV *c, int mr, LLVMValueRef xb, LLVMValueRef yb, LLVMValueRef o0) {
+ * (0,0), channel 0) and yb (y offset of its first pixel, channel o0), over
+ * the tap rows [alo, ahi) (the others read zero rows of x). */
+static void fwd_tile(CV *c, int mr, LLVMValueRef xb, LLVMValueRef yb, LLVMValueRef o0, LLVMValueRef alo,
+                     LLVMValueRef ahi) {
     JitIR *ir = c->ir;
     const KirConv *k = c->k;
     int nv = c->nv;
@@ -104,7 +110,7 @@ static void fwd_tile(CV *c, int mr, LLVMValueRef xb, LLVMValueRef yb, LLVMValueR
             acc_set(c, r * nv + v,
                     k->beta != 0 ? vload(c, c->Y, addc(c, yb, r * k->cout + 16 * v)) : LLVMConstNull(c->v16));
     JirLoop La, Ld, Lc;
-    loop(c, &La, I(c, 0), I(c, k->kh));
+    loop(c, &La, alo, ahi);
     loop(c, &Ld, I(c, 0), I(c, k->kw));
     LLVMValueRef tap = add(c, mulc(c, La.iv, k->kw), Ld.iv);
     LLVMValueRef xa = add(c, xb, mulc(c, add(c, mulc(c, La.iv, k->Wp), Ld.iv), k->cin));
@@ -138,14 +144,26 @@ static void fwd_body(CV *c) {
     LLVMValueRef img = LLVMBuildUDiv(b, Lr.iv, I(c, k->Ho), ""), i = LLVMBuildURem(b, Lr.iv, I(c, k->Ho), "");
     LLVMValueRef xrow = mulc(c, add(c, mulc(c, img, k->Hp), i), k->Wp * k->cin);
     LLVMValueRef yrow = mulc(c, Lr.iv, k->Wo * k->cout);
+    /* the taps a reading rows i + a of x outside its zero borders:
+     * max(0, pt - i) <= a < min(kh, Hp - pb - i) */
+    LLVMValueRef alo = I(c, 0), ahi = I(c, k->kh);
+    if (k->pt) {
+        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->pt), i, "");
+        alo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, t, alo, ""), t, alo, "");
+    }
+    if (k->pb) {
+        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->Hp - k->pb), i, "");
+        ahi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, ahi, ""), t, ahi, "");
+    }
     loop(c, &Lo, I(c, 0), I(c, nchunks));
     LLVMValueRef o0 = mulc(c, Lo.iv, 16 * c->nv);
     LLVMValueRef yo = add(c, yrow, o0);
     loop(c, &Lj, I(c, 0), I(c, nfull));
     LLVMValueRef j0 = mulc(c, Lj.iv, mr);
-    fwd_tile(c, mr, add(c, xrow, mulc(c, j0, k->cin)), add(c, yo, mulc(c, j0, k->cout)), o0);
+    fwd_tile(c, mr, add(c, xrow, mulc(c, j0, k->cin)), add(c, yo, mulc(c, j0, k->cout)), o0, alo, ahi);
     jir_loop_end(ir, &Lj);
-    if (tail) fwd_tile(c, (int)tail, addc(c, xrow, nfull * mr * k->cin), addc(c, yo, nfull * mr * k->cout), o0);
+    if (tail)
+        fwd_tile(c, (int)tail, addc(c, xrow, nfull * mr * k->cin), addc(c, yo, nfull * mr * k->cout), o0, alo, ahi);
     jir_loop_end(ir, &Lo);
     jir_loop_end(ir, &Lr);
 }
@@ -170,6 +188,20 @@ static void wgrad_tile(CV *c, int mr, LLVMValueRef a, LLVMValueRef d, LLVMValueR
     JirLoop Lr, Lj;
     loop(c, &Lr, r0, r1);
     LLVMValueRef img = LLVMBuildUDiv(b, Lr.iv, I(c, k->Ho), ""), i = LLVMBuildURem(b, Lr.iv, I(c, k->Ho), "");
+    /* rows i + a of x in its zero borders contribute nothing: skipped */
+    LLVMBasicBlockRef skip = NULL;
+    if (k->pt || k->pb) {
+        LLVMValueRef xi = add(c, i, a), live = NULL;
+        if (k->pt) live = LLVMBuildICmp(b, LLVMIntSGE, xi, I(c, k->pt), "");
+        if (k->pb) {
+            LLVMValueRef lt = LLVMBuildICmp(b, LLVMIntSLT, xi, I(c, k->Hp - k->pb), "");
+            live = live ? LLVMBuildAnd(b, live, lt, "") : lt;
+        }
+        LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(ir->ctx, ir->fn, "live_row");
+        skip = LLVMAppendBasicBlockInContext(ir->ctx, ir->fn, "next_row");
+        LLVMBuildCondBr(b, live, run, skip);
+        LLVMPositionBuilderAtEnd(b, run);
+    }
     /* x[img, i + a, d + j, c0 + r] and y[row, j, o0 + 16 v] */
     LLVMValueRef xrow = add(c, mulc(c, add(c, mulc(c, add(c, mulc(c, img, k->Hp), add(c, i, a)), k->Wp), d), k->cin), c0);
     LLVMValueRef yrow = add(c, mulc(c, Lr.iv, k->Wo * k->cout), o0);
@@ -182,6 +214,10 @@ static void wgrad_tile(CV *c, int mr, LLVMValueRef a, LLVMValueRef d, LLVMValueR
         for (int v = 0; v < nv; v++) acc_set(c, r * nv + v, jir_fmuladd(ir, s, g[v], acc_get(c, r * nv + v)));
     }
     jir_loop_end(ir, &Lj);
+    if (skip) {
+        LLVMBuildBr(b, skip);
+        LLVMPositionBuilderAtEnd(b, skip);
+    }
     jir_loop_end(ir, &Lr);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < nv; v++) vstore(c, acc_get(c, r * nv + v), c->W, addc(c, wb, r * k->cout + 16 * v));

@@ -42,7 +42,7 @@
 /* Bump when the LLVM IR printed for the same kernel IR changes: the object
  * cache key includes it (and the build times of this file and jit_ir.c, so
  * a rebuilt pxc never trusts objects an older printer made). */
-#define JIT_CODEGEN_VERSION 5
+#define JIT_CODEGEN_VERSION 6
 
 /* A parallel loop runs serially below this many (estimated) inner iterations. */
 #define PAR_MIN_WORK 8192
