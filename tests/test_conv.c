@@ -13,7 +13,9 @@
  * NaN (beyond the promise, to see every one skipped) while the rows next to
  * them hold data: a term skipped that reads a data row, or one computed
  * that reads a border row, makes the sum differ from the naive loop, which
- * leaves out exactly the border rows.
+ * leaves out exactly the border rows. Zero columns (pl, pr) likewise, NaN
+ * where the JIT skips them (the weight gradient), zero where it computes
+ * them (the forward form).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -30,38 +32,39 @@ typedef struct ConvCase {
     int padh, padw;   /* extra columns/rows of x beyond Ho + kh - 1 / Wo + kw - 1 */
     float beta;
     int pt, pb;       /* zero rows of x at the top / bottom of each image */
+    int pl, pr;       /* zero columns of x at the left / right */
 } ConvCase;
 
 static const ConvCase cases[] = {
-    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0},   /* the small model's shapes */
-    {KIR_CONV_FORWARD, 28, 28, 2, 2, 64, 64, 0, 0, 1, 0, 0},
-    {KIR_CONV_FORWARD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0},     /* 13 = 8 + 5: a tail tile */
-    {KIR_CONV_FORWARD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0},      /* rows shorter than a tile */
-    {KIR_CONV_FORWARD, 4, 9, 2, 1, 20, 160, 0, 1, 0, 0, 0},    /* 160: chunks of 2 vectors */
-    {KIR_CONV_FORWARD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0},
-    {KIR_CONV_FORWARD, 28, 28, 1, 1, 64, 32, 0, 0, 1, 0, 0},   /* a 1x1 (nin) conv, in place */
-    {KIR_CONV_FORWARD, 14, 14, 1, 1, 32, 64, 0, 0, 0, 0, 0},   /* ... and its input gradient */
-    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0},
-    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 0},
-    {KIR_CONV_WGRAD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0},       /* 7 channels: a channel tail */
-    {KIR_CONV_WGRAD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0},
-    {KIR_CONV_WGRAD, 4, 9, 2, 1, 29, 160, 0, 1, 0, 0, 0},      /* 29 = 2 tiles of 14 + 1 */
-    {KIR_CONV_WGRAD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0},
-    {KIR_CONV_WGRAD, 28, 28, 1, 1, 64, 32, 0, 0, 0, 0, 0},     /* 1x1 */
-    {KIR_CONV_WGRAD, 7, 7, 1, 1, 20, 16, 0, 0, 1, 0, 0},
+    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0, 0, 0},   /* the small model's shapes */
+    {KIR_CONV_FORWARD, 28, 28, 2, 2, 64, 64, 0, 0, 1, 0, 0, 0, 0},
+    {KIR_CONV_FORWARD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0, 0, 0},     /* 13 = 8 + 5: a tail tile */
+    {KIR_CONV_FORWARD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0, 0, 0},      /* rows shorter than a tile */
+    {KIR_CONV_FORWARD, 4, 9, 2, 1, 20, 160, 0, 1, 0, 0, 0, 0, 0},    /* 160: chunks of 2 vectors */
+    {KIR_CONV_FORWARD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0, 0, 0},
+    {KIR_CONV_FORWARD, 28, 28, 1, 1, 64, 32, 0, 0, 1, 0, 0, 0, 0},   /* a 1x1 (nin) conv, in place */
+    {KIR_CONV_FORWARD, 14, 14, 1, 1, 32, 64, 0, 0, 0, 0, 0, 0, 0},   /* ... and its input gradient */
+    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0, 0, 0},       /* 7 channels: a channel tail */
+    {KIR_CONV_WGRAD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 4, 9, 2, 1, 29, 160, 0, 1, 0, 0, 0, 0, 0},      /* 29 = 2 tiles of 14 + 1 */
+    {KIR_CONV_WGRAD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 28, 28, 1, 1, 64, 32, 0, 0, 0, 0, 0, 0, 0},     /* 1x1 */
+    {KIR_CONV_WGRAD, 7, 7, 1, 1, 20, 16, 0, 0, 1, 0, 0, 0, 0},
     /* zero rows */
-    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0},   /* the small model's down-shifted conv */
-    {KIR_CONV_FORWARD, 7, 7, 2, 2, 33, 64, 0, 0, 1, 0, 1},     /* its input gradient: zeros below */
-    {KIR_CONV_FORWARD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1},     /* a tail tile, extra rows */
-    {KIR_CONV_FORWARD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1},     /* 1 row: first and last rows read only zeros */
-    {KIR_CONV_FORWARD, 4, 9, 3, 1, 20, 160, 0, 1, 0, 1, 0},
-    {KIR_CONV_FORWARD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1},     /* one output row, taps 0 and 2 skipped */
-    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0},
-    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 1},
-    {KIR_CONV_WGRAD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1},
-    {KIR_CONV_WGRAD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1},
-    {KIR_CONV_WGRAD, 4, 9, 3, 2, 29, 160, 0, 0, 0, 0, 1},
-    {KIR_CONV_WGRAD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1},       /* taps 0 and 2 read only zeros: written 0 */
+    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0, 1, 1},   /* the small model's down-shifted conv */
+    {KIR_CONV_FORWARD, 7, 7, 2, 2, 33, 64, 0, 0, 1, 0, 1, 0, 1},     /* its input gradient: zeros below */
+    {KIR_CONV_FORWARD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1, 2, 1},     /* a tail tile, extra rows */
+    {KIR_CONV_FORWARD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1, 0, 0},     /* 1 row: first and last rows read only zeros */
+    {KIR_CONV_FORWARD, 4, 9, 3, 1, 20, 160, 0, 1, 0, 1, 0, 0, 0},
+    {KIR_CONV_FORWARD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1, 0, 0},     /* one output row, taps 0 and 2 skipped */
+    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0, 1, 1},
+    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 1, 0, 1},
+    {KIR_CONV_WGRAD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1, 1, 2},
+    {KIR_CONV_WGRAD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1, 1, 1},     /* 1 column: first and last columns skipped */
+    {KIR_CONV_WGRAD, 4, 9, 3, 2, 29, 160, 0, 0, 0, 0, 1, 0, 0},
+    {KIR_CONV_WGRAD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1, 1, 1},       /* taps 0 and 2 read only zeros: written 0 */
 };
 enum { NC = sizeof cases / sizeof cases[0] };
 
@@ -81,15 +84,16 @@ static int build(const ConvCase *c) {
     k.Hp = c->Ho + c->kh - 1 + c->padh;
     k.Wp = c->Wo + c->kw - 1 + c->padw;
     k.beta = c->beta;
-    k.pt = c->pt, k.pb = c->pb;
+    k.pt = c->pt, k.pb = c->pb, k.pl = c->pl, k.pr = c->pr;
     kir_conv(P, fn, &k);
     return kir_func_finish(P, fn, NULL);
 }
 
 static float val(uint64_t i, uint64_t salt) { return (float)((int)((i * 2654435761u + salt) % 97) - 48) / 32.0f; }
 
-/* Is row r of x one of its zero rows (skipped by the reference)? */
+/* Is row r (column q) of x one of its zero rows (columns), skipped by the reference? */
 static bool zero_row(const ConvCase *c, int64_t Hp, int64_t r) { return r < c->pt || r >= Hp - c->pb; }
+static bool zero_col(const ConvCase *c, int64_t Wp, int64_t q) { return q < c->pl || q >= Wp - c->pr; }
 
 static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
     typedef void (*Kern)(int64_t, uint64_t, float *, float *, float *);
@@ -107,8 +111,8 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
     float *x = malloc((size_t)nx * 4), *w = malloc((size_t)(nw + 1) * 4), *y = malloc((size_t)(ny + 1) * 4);
     float *t0 = malloc((size_t)((fwd ? ny : nw) + 1) * 4);
     for (int64_t i = 0; i < nx; i++) {
-        int64_t r = i / (Wp * c->cin) % Hp;   /* the row of x */
-        x[i] = r < c->pt || r >= Hp - c->pb ? NAN : val((uint64_t)i, 1);
+        int64_t r = i / (Wp * c->cin) % Hp, q = i / c->cin % Wp;   /* the row and column of x */
+        x[i] = zero_row(c, Hp, r) ? NAN : zero_col(c, Wp, q) ? (fwd ? 0.0f : NAN) : val((uint64_t)i, 1);
     }
     for (int64_t i = 0; i <= nw; i++) w[i] = val((uint64_t)i, 2);
     for (int64_t i = 0; i <= ny; i++) y[i] = val((uint64_t)i, 3);
@@ -126,7 +130,7 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
             int64_t pix = e / c->cout, j = pix % c->Wo, i = pix / c->Wo % c->Ho, img = pix / c->Wo / c->Ho;
             for (int a = 0; a < c->kh; a++)
                 for (int d = 0; d < c->kw; d++)
-                    for (int ch = 0; ch < c->cin && !zero_row(c, Hp, i + a); ch++) {
+                    for (int ch = 0; ch < c->cin && !zero_row(c, Hp, i + a) && !zero_col(c, Wp, j + d); ch++) {
                         double p = (double)x[((img * Hp + i + a) * Wp + j + d) * c->cin + ch] *
                                    w[((a * c->kw + d) * c->cin + ch) * c->cout + o];
                         s += p, mag += fabs(p);
@@ -136,6 +140,7 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
             for (int img = 0; img < n; img++)
                 for (int i = 0; i < c->Ho; i++)
                     for (int j = 0; j < c->Wo && !zero_row(c, Hp, i + a); j++) {
+                        if (zero_col(c, Wp, j + d)) continue;
                         double p = (double)x[((img * Hp + i + a) * Wp + j + d) * c->cin + ch] *
                                    y[((img * c->Ho + i) * c->Wo + j) * c->cout + o];
                         s += p, mag += fabs(p);
@@ -194,7 +199,7 @@ static void test_conv_print(void **state) {
     kir_print_func(P, &P->funcs[f], mf);
     fclose(mf);
     assert_non_null(strstr(text, "conv wgrad(images=n, x=x 8x17x7, w=w 3x3x7x48, y=y 5x13x48, beta=0, "
-                                 "zero rows=1 top 1 bottom);"));
+                                 "zero rows=1 top 1 bottom, zero columns=1 left 2 right);"));
     free(text);
     kir_free(P);
 }

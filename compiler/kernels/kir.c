@@ -305,7 +305,8 @@ void kir_conv(KirProgram *p, KirFunc *fn, const KirConv *c) {
     PXC_ASSERT(c->form == KIR_CONV_FORWARD || c->form == KIR_CONV_WGRAD);
     PXC_ASSERT(c->cout > 0 && c->cout % 16 == 0 && c->cin > 0 && c->kh > 0 && c->kw > 0 && c->Ho > 0 && c->Wo > 0);
     PXC_ASSERT(c->Hp >= c->Ho + c->kh - 1 && c->Wp >= c->Wo + c->kw - 1);
-    PXC_ASSERT(c->pt >= 0 && c->pb >= 0 && c->pt + c->pb <= c->Hp);
+    PXC_ASSERT(c->pt >= 0 && c->pb >= 0 && c->pt + c->pb <= c->Hp && c->pl >= 0 && c->pr >= 0 &&
+               c->pl + c->pr <= c->Wp);
     int out = c->form == KIR_CONV_FORWARD ? c->y : c->w;
     PXC_ASSERT(fn->params[out].out && fn->params[c->x].elem == KT_F32 && fn->params[c->w].elem == KT_F32 &&
                fn->params[c->y].elem == KT_F32);
@@ -483,8 +484,9 @@ static void pstmt(PrintCtx *c, const KirStmt *s, FILE *f, int d) {
                 fn->params[v->x].name, (long long)v->Hp, (long long)v->Wp, (long long)v->cin, fn->params[v->w].name,
                 (long long)v->kh, (long long)v->kw, (long long)v->cin, (long long)v->cout, fn->params[v->y].name,
                 (long long)v->Ho, (long long)v->Wo, (long long)v->cout, (double)v->beta);
-        /* the zero rows of x (part of kir_param's key: printers skip by them) */
+        /* the zero rows and columns of x (part of kir_param's key: printers skip by them) */
         if (v->pt || v->pb) fprintf(f, ", zero rows=%lld top %lld bottom", (long long)v->pt, (long long)v->pb);
+        if (v->pl || v->pr) fprintf(f, ", zero columns=%lld left %lld right", (long long)v->pl, (long long)v->pr);
         fputs(");\n", f);
         return;
     }

@@ -84,12 +84,13 @@
  * KIR_CONV_WGRAD writes w (x, y read; y is the output's gradient):
  *     w[a,d,c,o] = sum_{img,i,j} x[img, i+a, j+d, c] * y[img,i,j,o]  + beta * w[a,d,c,o]
  * beta is 0 (the target is written, never read: it may hold NaN) or 1.
- * pt and pb are a promise of the lowering (0 promises nothing): in every
- * image the first pt rows of x and its last pb rows (rows Hp-pb .. Hp-1) are
- * zero (the pad pack's borders), so a printer may skip the terms that read
- * them — the forward form's taps a with i+a < pt or i+a >= Hp-pb, the
- * weight gradient's (output row i, tap a) pairs likewise — or compute them;
- * pt + pb <= Hp. cout is a multiple of 16; the sums are float, in an order the printer
+ * pt, pb, pl, pr are a promise of the lowering (0 promises nothing): in
+ * every image the first pt rows of x and its last pb rows (rows Hp-pb ..
+ * Hp-1) are zero, likewise its first pl and last pr columns (the pad pack's
+ * borders), so a printer may skip the terms that read them — the forward
+ * form's taps a with i+a < pt or i+a >= Hp-pb, the weight gradient's
+ * (output row i, tap a) and (output column j, tap d) pairs likewise — or
+ * compute them; pt + pb <= Hp, pl + pr <= Wp. cout is a multiple of 16; the sums are float, in an order the printer
  * chooses. A printer may split the work over threads (the output rows of
  * the forward form, the (a, d, c) rows of the weight gradient: no two
  * threads write one element) and must tile registers as it likes. A
@@ -259,7 +260,7 @@ typedef struct KirConv {
     int x, w, y;                   /* params (F32 pointers) */
     KirExpr *images;               /* I64; may use the batch n */
     int64_t Ho, Wo, Hp, Wp, kh, kw, cin, cout;
-    int64_t pt, pb;                /* rows of x known zero at the top / bottom of each image */
+    int64_t pt, pb, pl, pr;        /* rows of x known zero at the top / bottom of each image, columns left / right */
     float beta;                    /* 0 or 1 */
 } KirConv;
 

@@ -25,7 +25,7 @@
  *     contiguous vector loads).
  * Index arithmetic that varies only in outer loops is loop-invariant in the
  * vectorised loop and costs nothing as an argument. A direct convolution
- * (KS_CONV) keeps all its sizes and zero rows (printed, so part of the
+ * (KS_CONV) keeps all its sizes and zero borders (printed, so part of the
  * key): its printers tile registers and skip taps by them.
  */
 #include "kir.h"

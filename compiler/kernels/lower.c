@@ -778,7 +778,7 @@ typedef struct ConvCtx {
     int form;                  /* KIR_CONV_FORWARD: y written; KIR_CONV_WGRAD: w written */
     int x, w, y;               /* buffers */
     int64_t Ho, Wo, Hp, Wp, kh, kw, cin, cout;
-    int64_t pt, pb;            /* zero rows of x: the pad pack's top and bottom borders */
+    int64_t pt, pb, pl, pr;    /* zero rows and columns of x: the pad pack's borders */
     float beta;
     int note_node;
 } ConvCtx;
@@ -796,7 +796,7 @@ static void build_conv(KB *kb, void *vctx) {
     k.y = kb_arg(kb, cc->y, fwd, "y");
     k.images = kir_batch(P);
     k.Ho = cc->Ho, k.Wo = cc->Wo, k.Hp = cc->Hp, k.Wp = cc->Wp, k.kh = cc->kh, k.kw = cc->kw;
-    k.cin = cc->cin, k.cout = cc->cout, k.pt = cc->pt, k.pb = cc->pb, k.beta = cc->beta;
+    k.cin = cc->cin, k.cout = cc->cout, k.pt = cc->pt, k.pb = cc->pb, k.pl = cc->pl, k.pr = cc->pr, k.beta = cc->beta;
     kir_conv(P, kb->fn, &k);
 }
 
@@ -843,14 +843,16 @@ static void build_wflip(KB *kb, void *vctx) {
     kir_store(P, kb->fn, lc, dst, di, kir_load(P, kb->fn, src, si));
 }
 
-/* x is pad_pack's output for a source of Hs rows: its first pad_t rows and
- * the rows past pad_t + Hs are zero (kir.h: pt, pb). */
-static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t Hs, int64_t Ho, int64_t Wo,
-                        int64_t cin, int64_t cout, float beta, int note_node) {
-    int64_t Hp = Ho + a->kh - 1;
+/* x is pad_pack's output for a source of Hs x Ws: its first pad_t rows and
+ * the rows past pad_t + Hs are zero, likewise the columns (kir.h: pt, pb,
+ * pl, pr). */
+static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t Hs, int64_t Ws, int64_t Ho,
+                        int64_t Wo, int64_t cin, int64_t cout, float beta, int note_node) {
+    int64_t Hp = Ho + a->kh - 1, Wp = Wo + a->kw - 1;
     int64_t pt = a->pad_t < Hp ? a->pad_t : Hp, pb = Hp - pt - Hs;
-    if (pb < 0) pb = 0;
-    ConvCtx c = {form, x, w, y, Ho, Wo, Hp, Wo + a->kw - 1, a->kh, a->kw, cin, cout, pt, pb, beta, note_node};
+    int64_t pl = a->pad_l < Wp ? a->pad_l : Wp, pr = Wp - pl - Ws;
+    ConvCtx c = {form, x, w, y, Ho, Wo, Hp, Wp, a->kh, a->kw, cin, cout, pt, pb < 0 ? 0 : pb, pl, pr < 0 ? 0 : pr,
+                 beta, note_node};
     return c;
 }
 
@@ -1501,7 +1503,7 @@ static void emit_conv(Lower *L, int i, const char *note) {
     if (other >= 0) {
         NodeVal *ov = &L->val[other];
         if (direct) {
-            ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, ov->buf, a, xs->d[0], Ho, Wo, C, O, 1, i);
+            ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, ov->buf, a, xs->d[0], xs->d[1], Ho, Wo, C, O, 1, i);
             emit_kernel(L, "conv", build_conv, &cc, note);
         } else {
             GemmCtx gc = gemm_ctx(A, wb, ov->buf, i);
@@ -1523,7 +1525,7 @@ static void emit_conv(Lower *L, int i, const char *note) {
         beta = 1;
     }
     if (direct) {
-        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, out, a, xs->d[0], Ho, Wo, C, O, beta, i);
+        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, out, a, xs->d[0], xs->d[1], Ho, Wo, C, O, beta, i);
         emit_kernel(L, "conv", build_conv, &cc, note);
     } else {
         GemmCtx gc = gemm_ctx(A, wb, out, i);
@@ -1583,7 +1585,7 @@ static void emit_conv_dx(Lower *L, int i, const char *note) {
         FlipCtx fl = {wb, wt, (int64_t)a->kh * a->kw, C, O, i};
         emit_kernel(L, "pack_weight", build_wflip, &fl, note);
         int out = value_buf(L, i, NULL);
-        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, Dp, wt, out, &fa, Ho, H, W, O, C, 0, i);
+        ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, Dp, wt, out, &fa, Ho, Wo, H, W, O, C, 0, i);
         emit_kernel(L, "conv", build_conv, &cc, note);
         L->val[i].kind = NV_BUF;
         L->val[i].buf = out;
@@ -1619,7 +1621,7 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
         int X = pad_pack(L, x, a, Ho, Wo, i, note);
         int D = dense(L, dy, i, note);
         int out = value_buf(L, i, NULL);
-        ConvCtx cc = conv_ctx(KIR_CONV_WGRAD, X, out, D, a, xs->d[0], Ho, Wo, C, O, 0, i);
+        ConvCtx cc = conv_ctx(KIR_CONV_WGRAD, X, out, D, a, xs->d[0], xs->d[1], Ho, Wo, C, O, 0, i);
         emit_kernel(L, "conv", build_conv, &cc, note);
         L->val[i].kind = NV_BUF;
         L->val[i].buf = out;

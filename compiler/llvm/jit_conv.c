@@ -24,7 +24,10 @@
  *
  * Both forms skip the terms reading x's zero rows (KirConv pt, pb): the
  * forward form per output row narrows its taps a, the weight gradient skips
- * the output rows whose row i + a of x is zero. Zero columns are computed.
+ * the output rows whose row i + a of x is zero. The weight gradient also
+ * narrows its output columns per tap d to those reading no zero column (pl,
+ * pr); the forward form computes the zero columns (its tiles are runs of
+ * pixels, one set of taps for all).
  *
  * Accumulators live in allocas that SROA promotes to registers. Everything
  * but the image count is a constant of the generated code.
@@ -185,6 +188,17 @@ static void wgrad_tile(CV *c, int mr, LLVMValueRef a, LLVMValueRef d, LLVMValueR
             if (k->beta == 0) old = LLVMBuildSelect(b, first, LLVMConstNull(c->v16), old, "");
             acc_set(c, r * nv + v, old);
         }
+    /* the output columns j whose column j + d of x is not a zero border:
+     * max(0, pl - d) <= j < min(Wo, Wp - pr - d) */
+    LLVMValueRef jlo = I(c, 0), jhi = I(c, k->Wo);
+    if (k->pl) {
+        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->pl), d, "");
+        jlo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, t, jlo, ""), t, jlo, "");
+    }
+    if (k->pr) {
+        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->Wp - k->pr), d, "");
+        jhi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, jhi, ""), t, jhi, "");
+    }
     JirLoop Lr, Lj;
     loop(c, &Lr, r0, r1);
     LLVMValueRef img = LLVMBuildUDiv(b, Lr.iv, I(c, k->Ho), ""), i = LLVMBuildURem(b, Lr.iv, I(c, k->Ho), "");
@@ -205,7 +219,7 @@ static void wgrad_tile(CV *c, int mr, LLVMValueRef a, LLVMValueRef d, LLVMValueR
     /* x[img, i + a, d + j, c0 + r] and y[row, j, o0 + 16 v] */
     LLVMValueRef xrow = add(c, mulc(c, add(c, mulc(c, add(c, mulc(c, img, k->Hp), add(c, i, a)), k->Wp), d), k->cin), c0);
     LLVMValueRef yrow = add(c, mulc(c, Lr.iv, k->Wo * k->cout), o0);
-    loop(c, &Lj, I(c, 0), I(c, k->Wo));
+    loop(c, &Lj, jlo, jhi);
     LLVMValueRef xj = add(c, xrow, mulc(c, Lj.iv, k->cin)), yj = add(c, yrow, mulc(c, Lj.iv, k->cout));
     LLVMValueRef g[4];
     for (int v = 0; v < nv; v++) g[v] = vload(c, c->Y, addc(c, yj, 16 * v));
