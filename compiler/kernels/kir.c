@@ -740,3 +740,23 @@ float kir_log1p_ref(float x) {
     if (x == INFINITY) return INFINITY;
     return u == 1.0f ? x : kir_log_ref(u) * (x / (u - 1.0f));
 }
+
+int64_t kir_eval_i64(const KirExpr *e, int64_t n, const int64_t *ints, int nints) {
+    if (!e) return -1;
+    if (e->k == KX_CONST && e->t == KT_I64) return e->i;
+    if (e->k == KX_BATCH) return n;
+    if (e->k == KX_ARG) return ints && e->i >= 0 && e->i < nints ? ints[e->i] : -1;
+    int64_t a = e->x[0] ? kir_eval_i64(e->x[0], n, ints, nints) : -1;
+    int64_t b = e->x[1] ? kir_eval_i64(e->x[1], n, ints, nints) : -1;
+    if (a < 0 || b < 0) return -1;
+    switch (e->k) {
+    case KX_ADD: return a + b;
+    case KX_SUB: return a - b >= 0 ? a - b : -1;
+    case KX_MUL: return a * b;
+    case KX_DIV: return b > 0 ? a / b : -1;
+    case KX_MOD: return b > 0 ? a % b : -1;
+    case KX_MAX: return a > b ? a : b;
+    case KX_MIN: return a < b ? a : b;
+    default: return -1;
+    }
+}

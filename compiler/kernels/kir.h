@@ -479,6 +479,10 @@ void kir_conv(KirProgram *p, KirFunc *fn, const KirConv *c);
 /* Finish fn: returns the id of an identical existing function (fn is
  * dropped) or of fn, now appended to p->funcs. comment may be NULL. */
 int kir_func_finish(KirProgram *p, KirFunc *fn, const char *comment);
+/* The value of an I64 expression of constants, integer arguments (ints[0..nints),
+ * ints NULL: unknown) and the batch n; -1 when it depends on anything else
+ * or a step would go negative. */
+int64_t kir_eval_i64(const KirExpr *e, int64_t n, const int64_t *ints, int nints);
 /* Append a step to an entry. */
 void kir_step(KirProgram *p, KirEntryKind e, int func, const int *args, int nargs, KirGuard when);
 /* The same for a function with integer arguments (nints == its nints). */

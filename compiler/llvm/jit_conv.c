@@ -133,6 +133,23 @@ static void fwd_tile(CV *c, int mr, LLVMValueRef xb, LLVMValueRef yb, LLVMValueR
         for (int v = 0; v < nv; v++) vstore(c, acc_get(c, r * nv + v), c->Y, addc(c, yb, r * k->cout + 16 * v));
 }
 
+/* [*lo, *hi): the u in [0, count) for which u + v lies outside the zero
+ * borders (zlo first, zhi last of the P rows or columns of x):
+ * max(0, zlo - v) <= u < min(count, P - zhi - v). */
+static void unzeroed(CV *c, LLVMValueRef v, int64_t zlo, int64_t zhi, int64_t P, int64_t count, LLVMValueRef *lo,
+                     LLVMValueRef *hi) {
+    LLVMBuilderRef b = c->ir->b;
+    *lo = I(c, 0), *hi = I(c, count);
+    if (zlo) {
+        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, zlo), v, "");
+        *lo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, t, *lo, ""), t, *lo, "");
+    }
+    if (zhi) {
+        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, P - zhi), v, "");
+        *hi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, *hi, ""), t, *hi, "");
+    }
+}
+
 /* body(ctx, lo, hi): output rows [lo, hi) (row = image * Ho + i). */
 static void fwd_body(CV *c) {
     JitIR *ir = c->ir;
@@ -149,15 +166,8 @@ static void fwd_body(CV *c) {
     LLVMValueRef yrow = mulc(c, Lr.iv, k->Wo * k->cout);
     /* the taps a reading rows i + a of x outside its zero borders:
      * max(0, pt - i) <= a < min(kh, Hp - pb - i) */
-    LLVMValueRef alo = I(c, 0), ahi = I(c, k->kh);
-    if (k->pt) {
-        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->pt), i, "");
-        alo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, t, alo, ""), t, alo, "");
-    }
-    if (k->pb) {
-        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->Hp - k->pb), i, "");
-        ahi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, ahi, ""), t, ahi, "");
-    }
+    LLVMValueRef alo, ahi;
+    unzeroed(c, i, k->pt, k->pb, k->Hp, k->kh, &alo, &ahi);
     loop(c, &Lo, I(c, 0), I(c, nchunks));
     LLVMValueRef o0 = mulc(c, Lo.iv, 16 * c->nv);
     LLVMValueRef yo = add(c, yrow, o0);
@@ -190,15 +200,8 @@ static void wgrad_tile(CV *c, int mr, LLVMValueRef a, LLVMValueRef d, LLVMValueR
         }
     /* the output columns j whose column j + d of x is not a zero border:
      * max(0, pl - d) <= j < min(Wo, Wp - pr - d) */
-    LLVMValueRef jlo = I(c, 0), jhi = I(c, k->Wo);
-    if (k->pl) {
-        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->pl), d, "");
-        jlo = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, t, jlo, ""), t, jlo, "");
-    }
-    if (k->pr) {
-        LLVMValueRef t = LLVMBuildNSWSub(b, I(c, k->Wp - k->pr), d, "");
-        jhi = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, jhi, ""), t, jhi, "");
-    }
+    LLVMValueRef jlo, jhi;
+    unzeroed(c, d, k->pl, k->pr, k->Wp, k->Wo, &jlo, &jhi);
     JirLoop Lr, Lj;
     loop(c, &Lr, r0, r1);
     LLVMValueRef img = LLVMBuildUDiv(b, Lr.iv, I(c, k->Ho), ""), i = LLVMBuildURem(b, Lr.iv, I(c, k->Ho), "");

@@ -378,30 +378,9 @@ static void bind_function(FnCtx *c, LLVMValueRef f) {
     memo_reset(c);
 }
 
-/* Value of an I64 expression of constants, integer arguments (ints, NULL:
- * unknown) and n (at batch `n`), or -1 when it depends on anything else. */
-static int64_t eval_i64(const KirExpr *e, int64_t n, const int64_t *ints) {
-    if (!e) return -1;
-    if (e->k == KX_CONST && e->t == KT_I64) return e->i;
-    if (e->k == KX_BATCH) return n;
-    if (e->k == KX_ARG) return ints ? ints[e->i] : -1;
-    int64_t a = e->x[0] ? eval_i64(e->x[0], n, ints) : -1, b = e->x[1] ? eval_i64(e->x[1], n, ints) : -1;
-    if (a < 0 || b < 0) return -1;
-    switch (e->k) {
-    case KX_ADD: return a + b;
-    case KX_SUB: return a - b >= 0 ? a - b : -1;
-    case KX_MUL: return a * b;
-    case KX_DIV: return b > 0 ? a / b : -1;
-    case KX_MOD: return b > 0 ? a % b : -1;
-    case KX_MAX: return a > b ? a : b;
-    case KX_MIN: return a < b ? a : b;
-    default: return -1;
-    }
-}
-
 /* Estimated innermost iterations of a statement list at batch n with
  * integer arguments ints (a trip count known only at run time counts 64). */
-static double body_work_n(KirStmt *const *body, int nb, int64_t n, const int64_t *ints) {
+static double body_work_n(KirStmt *const *body, int nb, int64_t n, const int64_t *ints, int nints) {
     double w = 0;
     for (int i = 0; i < nb; i++) {
         const KirStmt *s = body[i];
@@ -409,9 +388,9 @@ static double body_work_n(KirStmt *const *body, int nb, int64_t n, const int64_t
             w += 1;
             continue;
         }
-        int64_t lo = eval_i64(s->lo, n, ints), hi = eval_i64(s->hi, n, ints);
+        int64_t lo = kir_eval_i64(s->lo, n, ints, nints), hi = kir_eval_i64(s->hi, n, ints, nints);
         double trip = lo >= 0 && hi >= 0 ? (double)(hi > lo ? hi - lo : 0) : 64;
-        w += trip * body_work_n(s->body, s->nbody, n, ints);
+        w += trip * body_work_n(s->body, s->nbody, n, ints, nints);
     }
     return w;
 }
@@ -437,7 +416,7 @@ static LLVMValueRef work_ir(FnCtx *c, KirStmt *const *body, int nb) {
             w = LLVMBuildAdd(b, w, jir_i64(ir, 1), "");
             continue;
         }
-        int64_t lo = eval_i64(s->lo, 1, NULL), hi = eval_i64(s->hi, 1, NULL);
+        int64_t lo = kir_eval_i64(s->lo, 1, NULL, 0), hi = kir_eval_i64(s->hi, 1, NULL, 0);
         LLVMValueRef trip;
         if (lo >= 0 && hi >= 0) {
             trip = jir_i64(ir, hi > lo ? hi - lo : 0);
@@ -1059,7 +1038,7 @@ static JitTier kernel_tier(const KirProgram *prog, int f, const bool *hot_entry_
         for (int s = 0; s < prog->entry[e].nsteps; s++) {
             const KirStep *st = &prog->entry[e].steps[s];
             if (st->func != f) continue;
-            double w = body_work_n(fn->body, fn->nbody, COLD_BATCH, st->ints);
+            double w = body_work_n(fn->body, fn->nbody, COLD_BATCH, st->ints, fn->nints);
             if (w > work) work = w;
         }
     if (work < COLD_WORK) return JIT_TIER_COLD;

@@ -13,26 +13,6 @@
 #include "jit.h"
 #include "jit_prof.h"
 
-/* An I64 expression of constants, integer arguments (the step's ints) and
- * n at batch n; -1 when it depends on anything else. */
-static int64_t eval_n(const KirExpr *e, int64_t n, const int64_t *ints, int nints) {
-    if (!e) return -1;
-    if (e->k == KX_CONST && e->t == KT_I64) return e->i;
-    if (e->k == KX_BATCH) return n;
-    if (e->k == KX_ARG) return ints && e->i >= 0 && e->i < nints ? ints[e->i] : -1;
-    int64_t a = e->x[0] ? eval_n(e->x[0], n, ints, nints) : -1, b = e->x[1] ? eval_n(e->x[1], n, ints, nints) : -1;
-    if (a < 0 || b < 0) return -1;
-    switch (e->k) {
-    case KX_ADD: return a + b;
-    case KX_SUB: return a - b >= 0 ? a - b : -1;
-    case KX_MUL: return a * b;
-    case KX_DIV: return b > 0 ? a / b : -1;
-    case KX_MOD: return b > 0 ? a % b : -1;
-    case KX_MAX: return a > b ? a : b;
-    case KX_MIN: return a < b ? a : b;
-    default: return -1;
-    }
-}
 
 /* FLOPs of one call of fn at batch n (GEMMs and convolutions; unknown sizes count 0). */
 static double func_flops(const KirFunc *fn, const int64_t *ints, int64_t n) {
@@ -40,12 +20,12 @@ static double func_flops(const KirFunc *fn, const int64_t *ints, int64_t n) {
     for (int i = 0; i < fn->nbody; i++) {
         const KirStmt *s = fn->body[i];
         if (s->k == KS_GEMM) {
-            int64_t m = eval_n(s->gemm.m, n, ints, fn->nints), nn = eval_n(s->gemm.n, n, ints, fn->nints),
-                    k = eval_n(s->gemm.k, n, ints, fn->nints);
+            int64_t m = kir_eval_i64(s->gemm.m, n, ints, fn->nints), nn = kir_eval_i64(s->gemm.n, n, ints, fn->nints),
+                    k = kir_eval_i64(s->gemm.k, n, ints, fn->nints);
             if (m > 0 && nn > 0 && k > 0) f += 2.0 * (double)m * (double)nn * (double)k;
         } else if (s->k == KS_CONV) {
             const KirConv *c = &s->conv;
-            int64_t im = eval_n(c->images, n, ints, fn->nints);
+            int64_t im = kir_eval_i64(c->images, n, ints, fn->nints);
             if (im > 0) f += 2.0 * (double)im * (double)(c->Ho * c->Wo * c->kh * c->kw) * (double)(c->cin * c->cout);
         }
     }
