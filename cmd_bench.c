@@ -55,17 +55,6 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int bench_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bench_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "pxc bench: error: ");
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
 static bool parse_pos(const char *s, long lo, long *out) {
     char *end;
     errno = 0;
@@ -227,7 +216,7 @@ int cmd_bench(int argc, char **argv) {
     char *text = rt_read_file(spec, &len, err, sizeof err);
     if (!text) {
         free(sets);
-        return bench_fail("%s", err);
+        return cmd_fail("bench", "%s", err);
     }
     Graph g;
     SpecInfo info;
@@ -251,7 +240,7 @@ int cmd_bench(int argc, char **argv) {
     if (!m) {
         spec_info_free(&info);
         ir_graph_free(&g);
-        return bench_fail("%s", err);
+        return cmd_fail("bench", "%s", err);
     }
     if (!json)
         fprintf(stderr, "pxc bench: %s on the %s back end, batch %ld (compiled in %.2f s)\n", info.name,
@@ -271,7 +260,7 @@ int cmd_bench(int argc, char **argv) {
     float *grad = xmalloc(sizeof(float) * (size_t)m->nparams);
     float *am = xcalloc((size_t)m->nparams, sizeof(float)), *av = xcalloc((size_t)m->nparams, sizeof(float));
     if (rt_params_init(&g, m->params, m->nparam_tensors, (uint64_t)seed, params, err, sizeof err)) {
-        rc = bench_fail("%s", err);
+        rc = cmd_fail("bench", "%s", err);
         goto out;
     }
     size_t arena_bytes = m->arena_bytes((int)batch);
@@ -288,7 +277,7 @@ int cmd_bench(int argc, char **argv) {
     if (ncheck > 0 && chosen != RT_BACKEND_REF) {
         pxc_model *r = rt_build_model(&g, RT_BACKEND_REF, (int)ncheck, NULL, err, sizeof err);
         if (!r) {
-            rc = bench_fail("the reference backend: %s", err);
+            rc = cmd_fail("bench", "the reference backend: %s", err);
             free(arena);
             goto out;
         }
@@ -302,7 +291,7 @@ int cmd_bench(int argc, char **argv) {
             fprintf(stderr, "pxc bench: first-step loss on %ld image%s: %.6f nats, reference backend %.6f (rel. diff %.1e)\n",
                     ncheck, ncheck == 1 ? "" : "s", our_loss, ref_loss, rel);
         if (!(rel <= 1e-4)) {
-            rc = bench_fail("the %s back end's loss differs from the reference backend's by %.2e (more than 1e-4)",
+            rc = cmd_fail("bench", "the %s back end's loss differs from the reference backend's by %.2e (more than 1e-4)",
                             rt_backend_name(chosen), rel);
             free(arena);
             goto out;
@@ -333,7 +322,7 @@ int cmd_bench(int argc, char **argv) {
         double d = now_s();
         if (s == 0) first_loss = loss;
         if (!isfinite(loss)) {
-            rc = bench_fail("non-finite loss at step %d", s + 1);
+            rc = cmd_fail("bench", "non-finite loss at step %d", s + 1);
             break;
         }
         tf[s] = b - a, tb[s] = c - b, to[s] = d - c, ts[s] = d - a;

@@ -30,17 +30,6 @@
 static const char *emit_usage =
     "usage: pxc emit SPEC [--set k=v]... [--checkpoint C [--raw]] [--name NAME] -o DIR\n";
 
-static int emit_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int emit_fail(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "pxc emit: error: ");
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
 /* A C identifier from the spec's name, or "model". */
 static char *model_name(const char *spec_name) {
     char *s = xstrdup(spec_name ? spec_name : "model");
@@ -97,7 +86,7 @@ int cmd_emit(int argc, char **argv) {
     }
     if (name && !kir_valid_name(name)) {
         free(sets);
-        return emit_fail("--name '%s' is not a usable C identifier (letters, digits, '_'; not a C keyword; "
+        return cmd_fail("emit", "--name '%s' is not a usable C identifier (letters, digits, '_'; not a C keyword; "
                          "not starting with 'pxc_')", name);
     }
 
@@ -106,7 +95,7 @@ int cmd_emit(int argc, char **argv) {
     char *text = rt_read_file(spec, &len, err, sizeof err);
     if (!text) {
         free(sets);
-        return emit_fail("%s", err);
+        return cmd_fail("emit", "%s", err);
     }
     Graph g;
     SpecInfo info;
@@ -138,20 +127,20 @@ int cmd_emit(int argc, char **argv) {
     memset(&ck, 0, sizeof ck);
     if (ckpt) {
         if (rt_ckpt_read(ckpt, table, nt, np, &ck, err, sizeof err)) {
-            rc = emit_fail("%s", err);
+            rc = cmd_fail("emit", "%s", err);
             goto done;
         }
         params = raw ? ck.params : ck.ema;
     } else {
         params = xmalloc(sizeof(float) * (size_t)(np ? np : 1));
         if (rt_params_init(&g, table, nt, 1, params, err, sizeof err)) {
-            rc = emit_fail("%s", err);
+            rc = cmd_fail("emit", "%s", err);
             goto done;
         }
     }
 
     if (rt_mkdirs(out, err, sizeof err)) {
-        rc = emit_fail("%s", err);
+        rc = cmd_fail("emit", "%s", err);
         goto done;
     }
     StrBuf cmd = {0};
@@ -160,13 +149,13 @@ int cmd_emit(int argc, char **argv) {
     char *hp = xasprintf("%s/model.h", out), *cp = xasprintf("%s/model.c", out), *wp = xasprintf("%s/model.weights", out);
     FILE *h = fopen(hp, "w"), *c = fopen(cp, "w"), *w = fopen(wp, "wb");
     if (!h || !c || !w) {
-        rc = emit_fail("cannot create the files in '%s': %s", out, strerror(errno));
+        rc = cmd_fail("emit", "cannot create the files in '%s': %s", out, strerror(errno));
     } else if (emitc_program(prog, h, c, &eo) || emitc_write_weights(prog, params, w)) {
-        rc = emit_fail("cannot write the files in '%s': %s", out, strerror(errno));
+        rc = cmd_fail("emit", "cannot write the files in '%s': %s", out, strerror(errno));
     }
-    if (h && fclose(h)) rc = emit_fail("cannot write '%s'", hp);
-    if (c && fclose(c)) rc = emit_fail("cannot write '%s'", cp);
-    if (w && fclose(w)) rc = emit_fail("cannot write '%s'", wp);
+    if (h && fclose(h)) rc = cmd_fail("emit", "cannot write '%s'", hp);
+    if (c && fclose(c)) rc = cmd_fail("emit", "cannot write '%s'", cp);
+    if (w && fclose(w)) rc = cmd_fail("emit", "cannot write '%s'", wp);
     if (rc == 0)
         printf("pxc emit: %s/model.h, %s/model.c and %s/model.weights (%lld parameters, %s) for model '%s'\n"
                "build: cc -std=c11 -O2 -c %s/model.c (link a CBLAS and -lm; or -DPXC_NO_CBLAS for plain C)\n",

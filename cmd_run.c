@@ -97,8 +97,7 @@ static int usage_error(const Opts *o, const char *fmt, ...) {
     return 2;
 }
 
-static int fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(const char *cmd, const char *fmt, ...) {
+int cmd_fail(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "pxc %s: error: ", cmd);
@@ -310,7 +309,7 @@ static int load_spec(const Opts *o, Loaded *L) {
     char err[512];
     size_t len = 0;
     L->text = rt_read_file(o->spec, &len, err, sizeof err);
-    if (!L->text) return fail(o->cmd, "%s", err);
+    if (!L->text) return cmd_fail(o->cmd, "%s", err);
     DiagList dl;
     diag_init(&dl);
     int rc = spec_compile_ex(o->spec, L->text, len, o->sets, o->nsets, &L->g, &L->info, &dl);
@@ -328,11 +327,11 @@ static char *resolve_checkpoint(const char *cmd, const char *c) {
         int n;
         char err[512];
         if (rt_ckpt_list(c, &steps, &n, err, sizeof err)) {
-            fail(cmd, "%s", err);
+            cmd_fail(cmd, "%s", err);
             return NULL;
         }
         if (n == 0) {
-            fail(cmd, "run directory '%s' holds no checkpoint (ckpt-*.safetensors)", c);
+            cmd_fail(cmd, "run directory '%s' holds no checkpoint (ckpt-*.safetensors)", c);
             free(steps);
             return NULL;
         }
@@ -378,7 +377,7 @@ static int eval_main(int argc, char **argv);
 
 static int run_dist(int (*body)(int, char **), int argc, char **argv) {
     char err[512];
-    if (rt_dist_init(&argc, &argv, err, sizeof err)) return fail(argv[1], "%s", err);
+    if (rt_dist_init(&argc, &argv, err, sizeof err)) return cmd_fail(argv[1], "%s", err);
     return rt_dist_finalize(body(argc, argv));
 }
 
@@ -402,12 +401,12 @@ static int train_main(int argc, char **argv) {
     if ((rc = load_spec(&o, &L))) goto done;
     const char *data = o.data ? o.data : RT_DEFAULT_DATA;
     if (rt_dataset_load(data, RT_SPLIT_TRAIN, &tr, err, sizeof err)) {
-        rc = fail(o.cmd, "%s%s", err,
+        rc = cmd_fail(o.cmd, "%s%s", err,
                   o.data ? "" : " (the default data set is Debian's dataset-fashion-mnist: apt-get install dataset-fashion-mnist, or pass --data PATH)");
         goto done;
     }
     if (rt_dataset_load(data, RT_SPLIT_TEST, &te, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     int batch = o.batch ? o.batch : 16;
@@ -415,19 +414,19 @@ static int train_main(int argc, char **argv) {
     RtBackend chosen;
     m = rt_build_model(&L.g, o.backend, batch > eval_batch ? batch : eval_batch, &chosen, err, sizeof err);
     if (!m) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     /* Data that does not fit is an error before anything is written. */
     char what[1200];
     snprintf(what, sizeof what, "the training data '%s'", data);
     if (rt_check_data(m, &tr, what, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     snprintf(what, sizeof what, "the test data '%s'", data);
     if (rt_check_data(m, &te, what, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     out_dir = o.out ? xstrdup(o.out) : xasprintf("runs/%s", L.info.name ? L.info.name : "run");
@@ -487,7 +486,7 @@ static int train_main(int argc, char **argv) {
 
     RtTrainResult res;
     if (rt_train(m, &L.g, &tr, &te, &cfg, &res, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     signal(SIGINT, SIG_DFL);
@@ -522,7 +521,7 @@ static int load_weights(const Opts *o, const Loaded *L, const pxc_model *m, RtCh
     char err[1024];
     *path = resolve_checkpoint(o->cmd, o->checkpoint);
     if (!*path) return 1;
-    if (rt_ckpt_read(*path, m->params, m->nparam_tensors, m->nparams, ck, err, sizeof err)) return fail(o->cmd, "%s", err);
+    if (rt_ckpt_read(*path, m->params, m->nparam_tensors, m->nparams, ck, err, sizeof err)) return cmd_fail(o->cmd, "%s", err);
     if (ck->spec_hash != L->info.hash)
         fprintf(stderr,
                 "pxc %s: warning: checkpoint '%s' was written for spec '%s' (hash %016" PRIx64 "), not this one (%s, "
@@ -562,26 +561,26 @@ static int eval_main(int argc, char **argv) {
     RtBackend chosen;
     m = rt_build_model(&L.g, o.backend, batch, &chosen, err, sizeof err);
     if (!m) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     if ((rc = load_weights(&o, &L, m, &ck, &path))) goto done;
     const char *data = o.data ? o.data : RT_DEFAULT_DATA;
     if (rt_dataset_load(data, strcmp(split, "test") ? RT_SPLIT_TRAIN : RT_SPLIT_TEST, &ds, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     char what[1200];
     snprintf(what, sizeof what, "the %s data '%s'", split, data);
     if (rt_check_data(m, &ds, what, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     RtEvalResult r;
     RtDataset view = ds;  /* every image, or the first --limit */
     if (o.limit > 0 && o.limit < ds.n) view.n = o.limit;
     if (rt_evaluate(m, o.raw ? ck.params : ck.ema, &view, batch, &r, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     if (o.json) {
@@ -652,16 +651,16 @@ int cmd_sample(int argc, char **argv) {
     int batch = o.batch ? o.batch : (n < 16 ? n : 16);
     m = rt_build_model(&L.g, o.backend, batch, NULL, err, sizeof err);
     if (!m) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     if ((rc = load_weights(&o, &L, m, &ck, &path))) goto done;
     if (o.has_label && m->classes == 0) {
-        rc = fail(o.cmd, "--label %d: the spec is not class-conditional (classes = 0)", o.label);
+        rc = cmd_fail(o.cmd, "--label %d: the spec is not class-conditional (classes = 0)", o.label);
         goto done;
     }
     if (o.has_label && o.label >= m->classes) {
-        rc = fail(o.cmd, "--label %d is outside the spec's classes 0..%d", o.label, m->classes - 1);
+        rc = cmd_fail(o.cmd, "--label %d is outside the spec's classes 0..%d", o.label, m->classes - 1);
         goto done;
     }
     labels = xcalloc((size_t)n, sizeof(int32_t));
@@ -672,11 +671,11 @@ int cmd_sample(int argc, char **argv) {
     uint64_t seed = o.has_seed ? o.seed : 1;
     if (rt_sample(m, o.raw ? ck.params : ck.ema, n, m->classes > 0 ? labels : NULL, seed, batch, img, sample_progress,
                   &bar, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     if (rt_png_write_grid(outp, img, n, m->height, m->width, m->channels, o.cols, 2, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     fprintf(stderr, "pxc sample: %d images (%s weights of step %" PRId64 ", seed %" PRIu64 ") in %.1f s → %s\n", n,
@@ -716,14 +715,14 @@ int cmd_import(int argc, char **argv) {
     t = rt_param_table(&L.g, &n, &np);
     st = rt_st_open(o.from, err, sizeof err);
     if (!st) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     params = xcalloc((size_t)(np ? np : 1), sizeof(float));
     for (int i = 0; i < n; i++) {
         const RtStTensor *s = rt_st_find(st, t[i].name);
         if (!s) {
-            rc = fail(o.cmd, "'%s' has no tensor '%s', which the spec needs", o.from, t[i].name);
+            rc = cmd_fail(o.cmd, "'%s' has no tensor '%s', which the spec needs", o.from, t[i].name);
             goto done;
         }
         bool same = s->rank == t[i].rank && s->dtype == RT_ST_F32;
@@ -732,7 +731,7 @@ int cmd_import(int argc, char **argv) {
             char a[96] = "[", b[96] = "[";
             for (int d = 0; d < s->rank; d++) snprintf(a + strlen(a), sizeof a - strlen(a), "%s%lld", d ? "," : "", (long long)s->shape[d]);
             for (int d = 0; d < t[i].rank; d++) snprintf(b + strlen(b), sizeof b - strlen(b), "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
-            rc = fail(o.cmd, "'%s': tensor '%s' is %s %s] but the spec needs F32 %s]", o.from, t[i].name,
+            rc = cmd_fail(o.cmd, "'%s': tensor '%s' is %s %s] but the spec needs F32 %s]", o.from, t[i].name,
                       rt_st_dtype_name(s->dtype), a, b);
             goto done;
         }
@@ -744,7 +743,7 @@ int cmd_import(int argc, char **argv) {
             bool known = false;
             for (int j = 0; j < n && !known; j++) known = !strcmp(nm, t[j].name);
             if (!known) {
-                rc = fail(o.cmd, "'%s' has a tensor '%s' that the spec does not have", o.from, nm);
+                rc = cmd_fail(o.cmd, "'%s' has a tensor '%s' that the spec does not have", o.from, nm);
                 goto done;
             }
         }
@@ -752,7 +751,7 @@ int cmd_import(int argc, char **argv) {
     int64_t bad;
     if (!rt_all_finite(params, np, &bad)) {
         int k = rt_param_tensor_at(t, n, bad);
-        rc = fail(o.cmd, "'%s': tensor '%s' holds a non-finite value", o.from, k >= 0 ? t[k].name : "?");
+        rc = cmd_fail(o.cmd, "'%s': tensor '%s' holds a non-finite value", o.from, k >= 0 ? t[k].name : "?");
         goto done;
     }
     RtCheckpoint ck;
@@ -764,7 +763,7 @@ int cmd_import(int argc, char **argv) {
     ck.spec_resolved = L.info.resolved;
     ck.spec_hash = L.info.hash;
     if (rt_ckpt_write(o.output, t, n, &ck, err, sizeof err)) {
-        rc = fail(o.cmd, "%s", err);
+        rc = cmd_fail(o.cmd, "%s", err);
         goto done;
     }
     fprintf(stderr, "pxc import: %d tensors (%lld parameters) from %s → %s\n", n, (long long)np, o.from, o.output);

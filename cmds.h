@@ -14,6 +14,9 @@ int cmd_import(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_emit(int argc, char **argv);
 
+/* Print "pxc CMD: error: <message>" and a newline to stderr; returns 1. */
+int cmd_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Their usage text, for `pxc help`. */
 extern const char cmd_run_usage[];
 

@@ -105,22 +105,6 @@ static int worker(int argc, char **argv, const char *mode) {
 
 /* ---- running programs ------------------------------------------------------------ */
 
-#define MAXARGS 64
-
-typedef struct Cmd {
-    const char *argv[MAXARGS + 1];
-    int argc;
-} Cmd;
-
-static void cmd_add(Cmd *c, const char *a) {
-    if (c->argc >= MAXARGS) {
-        fail_msg("too many arguments");
-        return;
-    }
-    c->argv[c->argc++] = a;
-    c->argv[c->argc] = NULL;
-}
-
 /* Run to completion with stdout and stderr in separate files; exit status. */
 static int run(const Cmd *c, char **out, char **errout) {
     const char *po = tt_path("last_stdout.txt"), *pe = tt_path("last_stderr.txt");

@@ -43,22 +43,6 @@ static int teardown(void **state) {
 
 /* ---- running pxc ---------------------------------------------------------------- */
 
-#define MAXARGS 64
-
-typedef struct Cmd {
-    const char *argv[MAXARGS + 1];
-    int argc;
-} Cmd;
-
-static void cmd_add(Cmd *c, const char *a) {
-    if (c->argc >= MAXARGS) {
-        fail_msg("too many arguments");
-        return;
-    }
-    c->argv[c->argc++] = a;
-    c->argv[c->argc] = NULL;
-}
-
 static const char *spec_path(void) { return tu_path(tu_source_dir(), "models/pixelcnnpp_cifar10.yaml"); }
 
 /* pxc <cmd> SPEC with the tiny spec's --set values (each key in `over`

@@ -114,4 +114,21 @@ static void tt_make_data(const char *dir, int ntrain, int ntest, int labelled) {
     free(lab);
 }
 
+/* A command line for execv: argv[0..argc) and a NULL after them. */
+#define MAXARGS 64
+
+typedef struct Cmd {
+    const char *argv[MAXARGS + 1];
+    int argc;
+} Cmd;
+
+static inline void cmd_add(Cmd *c, const char *a) {
+    if (c->argc >= MAXARGS) {
+        fail_msg("too many arguments");
+        return;
+    }
+    c->argv[c->argc++] = a;
+    c->argv[c->argc] = NULL;
+}
+
 #endif
