@@ -33,38 +33,45 @@ typedef struct ConvCase {
     float beta;
     int pt, pb;       /* zero rows of x at the top / bottom of each image */
     int pl, pr;       /* zero columns of x at the left / right */
+    int yt, yb;       /* rows of y above / below each image's Ho rows (never read or written) */
 } ConvCase;
 
 static const ConvCase cases[] = {
-    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0, 0, 0},   /* the small model's shapes */
-    {KIR_CONV_FORWARD, 28, 28, 2, 2, 64, 64, 0, 0, 1, 0, 0, 0, 0},
-    {KIR_CONV_FORWARD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0, 0, 0},     /* 13 = 8 + 5: a tail tile */
-    {KIR_CONV_FORWARD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0, 0, 0},      /* rows shorter than a tile */
-    {KIR_CONV_FORWARD, 4, 9, 2, 1, 20, 160, 0, 1, 0, 0, 0, 0, 0},    /* 160: chunks of 2 vectors */
-    {KIR_CONV_FORWARD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0, 0, 0},
-    {KIR_CONV_FORWARD, 28, 28, 1, 1, 64, 32, 0, 0, 1, 0, 0, 0, 0},   /* a 1x1 (nin) conv, in place */
-    {KIR_CONV_FORWARD, 14, 14, 1, 1, 32, 64, 0, 0, 0, 0, 0, 0, 0},   /* ... and its input gradient */
-    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0, 0, 0},
-    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 0, 0, 0},
-    {KIR_CONV_WGRAD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0, 0, 0},       /* 7 channels: a channel tail */
-    {KIR_CONV_WGRAD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0, 0, 0},
-    {KIR_CONV_WGRAD, 4, 9, 2, 1, 29, 160, 0, 1, 0, 0, 0, 0, 0},      /* 29 = 2 tiles of 14 + 1 */
-    {KIR_CONV_WGRAD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0, 0, 0},
-    {KIR_CONV_WGRAD, 28, 28, 1, 1, 64, 32, 0, 0, 0, 0, 0, 0, 0},     /* 1x1 */
-    {KIR_CONV_WGRAD, 7, 7, 1, 1, 20, 16, 0, 0, 1, 0, 0, 0, 0},
+    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0},   /* the small model's shapes */
+    {KIR_CONV_FORWARD, 28, 28, 2, 2, 64, 64, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    {KIR_CONV_FORWARD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0, 0, 0, 0, 0},     /* 13 = 8 + 5: a tail tile */
+    {KIR_CONV_FORWARD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0, 0, 0, 0, 0},      /* rows shorter than a tile */
+    {KIR_CONV_FORWARD, 4, 9, 2, 1, 20, 160, 0, 1, 0, 0, 0, 0, 0, 0, 0},    /* 160: chunks of 2 vectors */
+    {KIR_CONV_FORWARD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    {KIR_CONV_FORWARD, 28, 28, 1, 1, 64, 32, 0, 0, 1, 0, 0, 0, 0, 0, 0},   /* a 1x1 (nin) conv, in place */
+    {KIR_CONV_FORWARD, 14, 14, 1, 1, 32, 64, 0, 0, 0, 0, 0, 0, 0, 0, 0},   /* ... and its input gradient */
+    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 0, 0, 0, 0, 0},       /* 7 channels: a channel tail */
+    {KIR_CONV_WGRAD, 3, 5, 1, 3, 3, 16, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 4, 9, 2, 1, 29, 160, 0, 1, 0, 0, 0, 0, 0, 0, 0},      /* 29 = 2 tiles of 14 + 1 */
+    {KIR_CONV_WGRAD, 7, 7, 3, 3, 33, 64, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 28, 28, 1, 1, 64, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0},     /* 1x1 */
+    {KIR_CONV_WGRAD, 7, 7, 1, 1, 20, 16, 0, 0, 1, 0, 0, 0, 0, 0, 0},
     /* zero rows */
-    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0, 1, 1},   /* the small model's down-shifted conv */
-    {KIR_CONV_FORWARD, 7, 7, 2, 2, 33, 64, 0, 0, 1, 0, 1, 0, 1},     /* its input gradient: zeros below */
-    {KIR_CONV_FORWARD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1, 2, 1},     /* a tail tile, extra rows */
-    {KIR_CONV_FORWARD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1, 0, 0},     /* 1 row: first and last rows read only zeros */
-    {KIR_CONV_FORWARD, 4, 9, 3, 1, 20, 160, 0, 1, 0, 1, 0, 0, 0},
-    {KIR_CONV_FORWARD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1, 0, 0},     /* one output row, taps 0 and 2 skipped */
-    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0, 1, 1},
-    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 1, 0, 1},
-    {KIR_CONV_WGRAD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1, 1, 2},
-    {KIR_CONV_WGRAD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1, 1, 1},     /* 1 column: first and last columns skipped */
-    {KIR_CONV_WGRAD, 4, 9, 3, 2, 29, 160, 0, 0, 0, 0, 1, 0, 0},
-    {KIR_CONV_WGRAD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1, 1, 1},       /* taps 0 and 2 read only zeros: written 0 */
+    {KIR_CONV_FORWARD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0, 1, 1, 0, 0},   /* the small model's down-shifted conv */
+    {KIR_CONV_FORWARD, 7, 7, 2, 2, 33, 64, 0, 0, 1, 0, 1, 0, 1, 0, 0},     /* its input gradient: zeros below */
+    {KIR_CONV_FORWARD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1, 2, 1, 0, 0},     /* a tail tile, extra rows */
+    {KIR_CONV_FORWARD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1, 0, 0, 0, 0},     /* 1 row: first and last rows read only zeros */
+    {KIR_CONV_FORWARD, 4, 9, 3, 1, 20, 160, 0, 1, 0, 1, 0, 0, 0, 0, 0},
+    {KIR_CONV_FORWARD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1, 0, 0, 0, 0},     /* one output row, taps 0 and 2 skipped */
+    {KIR_CONV_WGRAD, 28, 28, 2, 3, 64, 32, 0, 0, 0, 1, 0, 1, 1, 0, 0},
+    {KIR_CONV_WGRAD, 14, 14, 2, 2, 64, 64, 0, 0, 1, 0, 1, 0, 1, 0, 0},
+    {KIR_CONV_WGRAD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1, 1, 2, 0, 0},
+    {KIR_CONV_WGRAD, 6, 9, 1, 1, 20, 16, 0, 0, 1, 1, 1, 1, 1, 0, 0},     /* 1 column: first and last columns skipped */
+    {KIR_CONV_WGRAD, 4, 9, 3, 2, 29, 160, 0, 0, 0, 0, 1, 0, 0, 0, 0},
+    {KIR_CONV_WGRAD, 1, 5, 3, 2, 20, 32, 0, 0, 0, 1, 1, 1, 1, 0, 0},       /* taps 0 and 2 read only zeros: written 0 */
+    /* y inside a taller tensor (rows above / below each image that are neither read nor written) */
+    {KIR_CONV_FORWARD, 28, 7, 2, 1, 64, 64, 0, 0, 0, 1, 0, 0, 0, 0, 1},
+    {KIR_CONV_FORWARD, 5, 13, 2, 3, 7, 48, 1, 2, 0, 0, 1, 1, 1, 2, 1},
+    {KIR_CONV_WGRAD, 28, 7, 2, 1, 64, 64, 0, 0, 0, 1, 0, 0, 0, 0, 1},
+    {KIR_CONV_WGRAD, 14, 4, 2, 1, 64, 32, 0, 0, 0, 0, 1, 0, 0, 1, 0},
+    {KIR_CONV_WGRAD, 5, 13, 3, 3, 7, 48, 1, 2, 0, 1, 1, 1, 2, 2, 3},
 };
 enum { NC = sizeof cases / sizeof cases[0] };
 
@@ -85,6 +92,7 @@ static int build(const ConvCase *c) {
     k.Wp = c->Wo + c->kw - 1 + c->padw;
     k.beta = c->beta;
     k.pt = c->pt, k.pb = c->pb, k.pl = c->pl, k.pr = c->pr;
+    k.yt = c->yt, k.yb = c->yb;
     kir_conv(P, fn, &k);
     return kir_func_finish(P, fn, NULL);
 }
@@ -105,7 +113,7 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
     diag_free(&dl);
     int64_t Hp = c->Ho + c->kh - 1 + c->padh, Wp = c->Wo + c->kw - 1 + c->padw;
     int64_t nx = (int64_t)n * Hp * Wp * c->cin, nw = (int64_t)c->kh * c->kw * c->cin * c->cout;
-    int64_t ny = (int64_t)n * c->Ho * c->Wo * c->cout;
+    int64_t Hy = c->yt + c->Ho + c->yb, ny = (int64_t)n * Hy * c->Wo * c->cout;
     bool fwd = c->form == KIR_CONV_FORWARD;
     /* one guard element after the written tensor */
     float *x = malloc((size_t)nx * 4), *w = malloc((size_t)(nw + 1) * 4), *y = malloc((size_t)(ny + 1) * 4);
@@ -115,7 +123,10 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
         x[i] = zero_row(c, Hp, r) ? NAN : zero_col(c, Wp, q) ? (fwd ? 0.0f : NAN) : val((uint64_t)i, 1);
     }
     for (int64_t i = 0; i <= nw; i++) w[i] = val((uint64_t)i, 2);
-    for (int64_t i = 0; i <= ny; i++) y[i] = val((uint64_t)i, 3);
+    for (int64_t i = 0; i <= ny; i++) {
+        int64_t r = i / (c->Wo * c->cout) % Hy;   /* the row of y: outside [yt, yt + Ho) never read */
+        y[i] = i < ny && (r < c->yt || r >= c->yt + c->Ho) ? NAN : val((uint64_t)i, 3);
+    }
     float *out = fwd ? y : w;
     int64_t nout = fwd ? ny : nw;
     if (c->beta == 0)
@@ -127,7 +138,11 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
         double s = 0, mag = 0;
         int64_t o = e % c->cout;
         if (fwd) {
-            int64_t pix = e / c->cout, j = pix % c->Wo, i = pix / c->Wo % c->Ho, img = pix / c->Wo / c->Ho;
+            int64_t pix = e / c->cout, j = pix % c->Wo, iy = pix / c->Wo % Hy, img = pix / c->Wo / Hy, i = iy - c->yt;
+            if (iy < c->yt || iy >= c->yt + c->Ho) {   /* not written: still its NaN */
+                if (!isnan(out[e]) && bad++ < 5) print_error("row %lld of y outside its Ho rows written\n", (long long)iy);
+                continue;
+            }
             for (int a = 0; a < c->kh; a++)
                 for (int d = 0; d < c->kw; d++)
                     for (int ch = 0; ch < c->cin && !zero_row(c, Hp, i + a) && !zero_col(c, Wp, j + d); ch++) {
@@ -142,7 +157,7 @@ static void run_case(pxc_model *m, int f, const ConvCase *c, int n) {
                     for (int j = 0; j < c->Wo && !zero_row(c, Hp, i + a); j++) {
                         if (zero_col(c, Wp, j + d)) continue;
                         double p = (double)x[((img * Hp + i + a) * Wp + j + d) * c->cin + ch] *
-                                   y[((img * c->Ho + i) * c->Wo + j) * c->cout + o];
+                                   y[((img * Hy + c->yt + i) * c->Wo + j) * c->cout + o];
                         s += p, mag += fabs(p);
                     }
         }
@@ -194,12 +209,19 @@ static void test_conv_print(void **state) {
     assert_non_null(strstr(text, "conv forward(images=n, x=x 7x17x7, w=w 2x3x7x48, y=y 5x13x48, beta=0);"));
     free(text);
     /* the zero rows are printed (and so part of the key kir_parameterise merges by) */
-    f = build(&cases[NC - 4]);
+    f = build(&cases[24]);   /* 5x13, taps 3x3, zero rows and columns */
     mf = open_memstream(&text, &len);
     kir_print_func(P, &P->funcs[f], mf);
     fclose(mf);
     assert_non_null(strstr(text, "conv wgrad(images=n, x=x 8x17x7, w=w 3x3x7x48, y=y 5x13x48, beta=0, "
                                  "zero rows=1 top 1 bottom, zero columns=1 left 2 right);"));
+    free(text);
+    /* so are y's rows outside its Ho */
+    f = build(&cases[NC - 1]);
+    mf = open_memstream(&text, &len);
+    kir_print_func(P, &P->funcs[f], mf);
+    fclose(mf);
+    assert_non_null(strstr(text, "zero columns=1 left 2 right, y rows=2 above 3 below);"));
     free(text);
     kir_free(P);
 }

@@ -20,9 +20,15 @@
 #include "testutil.h"
 
 static const char *const small[] = {"nr_resnet=1", "nr_filters=8", "nr_mix=2", "height=8", "width=8"};
-/* 16 filters: the stride-1 convolutions run as direct convolutions (KS_CONV) */
+/* 16 filters: the stride-1 convolutions run as direct convolutions (KS_CONV),
+ * those with 3 columns of taps in the Winograd form unless kopt says otherwise */
 static const char *const small16[] = {"nr_resnet=1", "nr_filters=16", "nr_mix=2", "height=8", "width=8"};
+/* rows of 44, 22 and 11 columns (Winograd tiles of 4 with 0, 2 and 3 columns
+ * left over), and of 36, 18, 9 (0, 2, 1) */
+static const char *const wide44[] = {"nr_resnet=1", "nr_filters=16", "nr_mix=2", "height=4", "width=44"};
+static const char *const wide36[] = {"nr_resnet=1", "nr_filters=16", "nr_mix=2", "height=4", "width=36"};
 static const char *const *sets = small;
+static const KirOptions *kopt = NULL;
 
 /* 1: compared, 0: refused by the back end with a located error */
 static int check_model(const char *path) {
@@ -33,7 +39,7 @@ static int check_model(const char *path) {
         diag_print(&dl, stderr, false);
         fail_msg("%s does not compile at reduced size", path);
     }
-    KirProgram *p = kir_lower(&g, NULL, &dl);
+    KirProgram *p = kir_lower(&g, kopt, &dl);
     if (!p) {
         assert_true(dl.nerrors > 0);
         assert_true(dl.items[0].loc.line > 0);
@@ -145,12 +151,41 @@ static void test_shipped_models(void **state) {
 
 /* The same with 16 filters: direct convolutions forward, weight and input gradients. */
 static void test_shipped_models_direct(void **state) {
+    KirOptions o = {0};
+    o.no_winograd = true;
+    kopt = &o;
+    sets = small16;
+    test_shipped_models(state);
+    sets = small;
+    kopt = NULL;
+}
+
+/* ... and with the 3-column convolutions in the Winograd form (lower.c). */
+static void test_shipped_models_winograd(void **state) {
     sets = small16;
     test_shipped_models(state);
     sets = small;
 }
 
+/* The Winograd form on rows that are not whole tiles (the last tile's
+ * columns past the row: zero input, output not written, no gradient). */
+static void test_winograd_widths(void **state) {
+    (void)state;
+    static const char *const specs[] = {"models/pixelcnnpp_cifar10.yaml", "models/fashion_mnist.yaml"};
+    const char *const *const widths[] = {wide44, wide36};
+    for (int w = 0; w < 2; w++)
+        for (int i = 0; i < 2; i++) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", tu_source_dir(), specs[i]);
+            sets = widths[w];
+            assert_int_equal(check_model(path), 1);
+        }
+    sets = small;
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_shipped_models), cmocka_unit_test(test_shipped_models_direct)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_shipped_models), cmocka_unit_test(test_shipped_models_direct),
+                                       cmocka_unit_test(test_shipped_models_winograd),
+                                       cmocka_unit_test(test_winograd_widths)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -202,11 +202,12 @@ static const char gemm_text[] =
     "}\n"
     "\n"
     "/* ---- direct stride-1 convolutions (kir.h KS_CONV): x [images, Hp, Wp, cin] padded,\n"
-    " * w [kh, kw, cin, cout], y [images, Ho, Wo, cout]; out is y (forward) or w (wgrad) ---- */\n"
+    " * w [kh, kw, cin, cout], y [images, yt + Ho + yb, Wo, cout] (rows yt..yt+Ho-1 of each image);\n"
+    " * out is y (forward) or w (wgrad) ---- */\n"
     "typedef struct pxc_conv_ctx {\n"
     "    const float *x, *w, *y;\n"
     "    float *out;\n"
-    "    int64_t rows, Ho, Wo, Hp, Wp, kh, kw, cin, cout;\n"
+    "    int64_t rows, Ho, Wo, Hp, Wp, kh, kw, cin, cout, Hy, yt;\n"
     "    float beta;\n"
     "} pxc_conv_ctx;\n"
     "\n"
@@ -216,7 +217,7 @@ static const char gemm_text[] =
     "    for (int64_t row = b; row < e; row++) {\n"
     "        int64_t img = row / k->Ho, i = row % k->Ho;\n"
     "        for (int64_t j = 0; j < k->Wo; j++) {\n"
-    "            float *y = k->out + (row * k->Wo + j) * k->cout;\n"
+    "            float *y = k->out + ((img * k->Hy + k->yt + i) * k->Wo + j) * k->cout;\n"
     "            if (k->beta == 0.0f)\n"
     "                for (int64_t o = 0; o < k->cout; o++) y[o] = 0.0f;\n"
     "            for (int64_t a = 0; a < k->kh; a++)\n"
@@ -246,7 +247,7 @@ static const char gemm_text[] =
     "            const float *xp = k->x + ((img * k->Hp + i + a) * k->Wp + d) * k->cin + c;\n"
     "            for (int64_t j = 0; j < k->Wo; j++) {\n"
     "                float xv = xp[j * k->cin];\n"
-    "                const float *g = k->y + (row * k->Wo + j) * k->cout;\n"
+    "                const float *g = k->y + ((img * k->Hy + k->yt + i) * k->Wo + j) * k->cout;\n"
     "                for (int64_t o = 0; o < k->cout; o++) w[o] += xv * g[o];\n"
     "            }\n"
     "        }\n"
@@ -608,9 +609,10 @@ static void c_stmt(Emit *E, const KirStmt *s, int d) {
         fprintf(f, "pxc_conv_ctx k = {%s, %s, %s, %s, (", fn->params[v->x].name, fn->params[v->w].name,
                 fn->params[v->y].name, fn->params[fwd ? v->y : v->w].name);
         c_expr(E, NULL, v->images);
-        fprintf(f, ") * %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, ", (long long)v->Ho, (long long)v->Ho,
-                (long long)v->Wo, (long long)v->Hp, (long long)v->Wp, (long long)v->kh, (long long)v->kw,
-                (long long)v->cin, (long long)v->cout);
+        fprintf(f, ") * %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, ", (long long)v->Ho,
+                (long long)v->Ho, (long long)v->Wo, (long long)v->Hp, (long long)v->Wp, (long long)v->kh,
+                (long long)v->kw, (long long)v->cin, (long long)v->cout, (long long)(v->yt + v->Ho + v->yb),
+                (long long)v->yt);
         c_float(f, v->beta, KT_F32);
         fputs("};\n", f);
         indent(f, d + 1);

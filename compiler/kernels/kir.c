@@ -307,6 +307,7 @@ void kir_conv(KirProgram *p, KirFunc *fn, const KirConv *c) {
     PXC_ASSERT(c->Hp >= c->Ho + c->kh - 1 && c->Wp >= c->Wo + c->kw - 1);
     PXC_ASSERT(c->pt >= 0 && c->pb >= 0 && c->pt + c->pb <= c->Hp && c->pl >= 0 && c->pr >= 0 &&
                c->pl + c->pr <= c->Wp);
+    PXC_ASSERT(c->yt >= 0 && c->yb >= 0);
     int out = c->form == KIR_CONV_FORWARD ? c->y : c->w;
     PXC_ASSERT(fn->params[out].out && fn->params[c->x].elem == KT_F32 && fn->params[c->w].elem == KT_F32 &&
                fn->params[c->y].elem == KT_F32);
@@ -487,6 +488,7 @@ static void pstmt(PrintCtx *c, const KirStmt *s, FILE *f, int d) {
         /* the zero rows and columns of x (part of kir_param's key: printers skip by them) */
         if (v->pt || v->pb) fprintf(f, ", zero rows=%lld top %lld bottom", (long long)v->pt, (long long)v->pb);
         if (v->pl || v->pr) fprintf(f, ", zero columns=%lld left %lld right", (long long)v->pl, (long long)v->pr);
+        if (v->yt || v->yb) fprintf(f, ", y rows=%lld above %lld below", (long long)v->yt, (long long)v->yb);
         fputs(");\n", f);
         return;
     }

@@ -261,6 +261,8 @@ typedef struct KirConv {
     KirExpr *images;               /* I64; may use the batch n */
     int64_t Ho, Wo, Hp, Wp, kh, kw, cin, cout;
     int64_t pt, pb, pl, pr;        /* rows of x known zero at the top / bottom of each image, columns left / right */
+    int64_t yt, yb;                /* rows of y above / below each image's Ho rows, neither read nor written:
+                                      y is [images, yt + Ho + yb, Wo, cout] (0, 0: dense) */
     float beta;                    /* 0 or 1 */
 } KirConv;
 
@@ -408,6 +410,7 @@ typedef struct KirOptions {
     bool no_fusion;          /* one kernel per graph op (debugging, tests) */
     bool no_reuse;           /* every arena buffer gets its own space */
     bool no_direct_conv;     /* every convolution as im2col + GEMM (no KS_CONV; tests, A/B runs) */
+    bool no_winograd;        /* no Winograd F(4,3) form for 3-column convolutions (lower.c; tests, A/B runs) */
     bool exact_kernels;      /* keep every integer constant literal: no kir_parameterise */
 } KirOptions;
 

@@ -626,7 +626,9 @@ static void build_flat_add(KB *kb, void *vctx) {
  * zero where that lies outside src (Hs x Ws). */
 typedef struct PackGeo {
     int Ho, Wo, kh, kw, S, pt, pl, Hs, Ws;
+    int kind;   /* cache key only: 0 a pack, PACK_WINO_IN / PACK_WINO_DY the Winograd transforms */
 } PackGeo;
+enum { PACK_WINO_IN = 1, PACK_WINO_DY = 2 };
 
 typedef struct PackCtx {
     int src, col;
@@ -692,10 +694,29 @@ static bool has_dropout(const Lower *L, int node) {
     return false;
 }
 
+static void pack_remember(Lower *L, int src, const PackGeo *g, int buf) {
+    if (L->npack == L->cpack) {
+        L->cpack = L->cpack ? 2 * L->cpack : 16;
+        L->pack_key_node = xrealloc(L->pack_key_node, (size_t)L->cpack * sizeof(int));
+        L->pack_key_geo = xrealloc(L->pack_key_geo, (size_t)L->cpack * 10 * sizeof(int));
+        L->pack_buf = xrealloc(L->pack_buf, (size_t)L->cpack * sizeof(int));
+    }
+    _Static_assert(sizeof(PackGeo) == 10 * sizeof(int), "PackGeo is 10 ints");
+    L->pack_key_node[L->npack] = src;
+    memcpy(&L->pack_key_geo[L->npack * 10], g, sizeof *g);
+    L->pack_buf[L->npack++] = buf;
+}
+
+static int pack_cached(const Lower *L, int src, const PackGeo *g) {
+    for (int i = 0; i < L->npack; i++)
+        if (L->pack_key_node[i] == src && geo_eq((const PackGeo *)&L->pack_key_geo[i * 10], g)) return L->pack_buf[i];
+    return -1;
+}
+
 /* The pack of src with geometry g (cached within the entry). */
 static int pack(Lower *L, int src, const PackGeo *g, int for_node, const char *note) {
-    for (int i = 0; i < L->npack; i++)
-        if (L->pack_key_node[i] == src && geo_eq((const PackGeo *)&L->pack_key_geo[i * 9], g)) return L->pack_buf[i];
+    int cached = pack_cached(L, src, g);
+    if (cached >= 0) return cached;
     int64_t C = chans(L, src);
     char what[96];
     snprintf(what, sizeof what, "pack %dx%d/%d", g->kh, g->kw, g->S);
@@ -713,16 +734,7 @@ static int pack(Lower *L, int src, const PackGeo *g, int for_node, const char *n
     }
     emit_kernel(L, "pack", build_pack, &pc, note);
     L->val[src] = saved;
-    if (L->npack == L->cpack) {
-        L->cpack = L->cpack ? 2 * L->cpack : 16;
-        L->pack_key_node = xrealloc(L->pack_key_node, (size_t)L->cpack * sizeof(int));
-        L->pack_key_geo = xrealloc(L->pack_key_geo, (size_t)L->cpack * 9 * sizeof(int));
-        L->pack_buf = xrealloc(L->pack_buf, (size_t)L->cpack * sizeof(int));
-    }
-    _Static_assert(sizeof(PackGeo) == 9 * sizeof(int), "PackGeo is 9 ints");
-    L->pack_key_node[L->npack] = src;
-    memcpy(&L->pack_key_geo[L->npack * 9], g, sizeof *g);
-    L->pack_buf[L->npack++] = col;
+    pack_remember(L, src, g, col);
     return col;
 }
 
@@ -730,7 +742,7 @@ static int pack(Lower *L, int src, const PackGeo *g, int for_node, const char *n
 static int dense(Lower *L, int src, int for_node, const char *note) {
     if (L->val[src].kind == NV_BUF) return L->val[src].buf;
     const Shape *s = &ND(L, src)->shape;
-    PackGeo g = {(int)s->d[0], (int)s->d[1], 1, 1, 1, 0, 0, (int)s->d[0], (int)s->d[1]};
+    PackGeo g = {(int)s->d[0], (int)s->d[1], 1, 1, 1, 0, 0, (int)s->d[0], (int)s->d[1], 0};
     return pack(L, src, &g, for_node, note);
 }
 
@@ -781,6 +793,7 @@ typedef struct ConvCtx {
     int64_t pt, pb, pl, pr;    /* zero rows and columns of x: the pad pack's borders */
     float beta;
     int note_node;
+    int64_t yt, yb;            /* rows of y outside each image's Ho (kir.h) */
 } ConvCtx;
 
 static void build_conv(KB *kb, void *vctx) {
@@ -797,6 +810,7 @@ static void build_conv(KB *kb, void *vctx) {
     k.images = kir_batch(P);
     k.Ho = cc->Ho, k.Wo = cc->Wo, k.Hp = cc->Hp, k.Wp = cc->Wp, k.kh = cc->kh, k.kw = cc->kw;
     k.cin = cc->cin, k.cout = cc->cout, k.pt = cc->pt, k.pb = cc->pb, k.pl = cc->pl, k.pr = cc->pr, k.beta = cc->beta;
+    k.yt = cc->yt, k.yb = cc->yb;
     kir_conv(P, kb->fn, &k);
 }
 
@@ -816,7 +830,7 @@ static bool direct_conv(const Lower *L, const Attrs *a, int64_t cout) {
 static int pad_pack(Lower *L, int src, const Attrs *a, int64_t Ho, int64_t Wo, int for_node, const char *note) {
     const Shape *s = &ND(L, src)->shape;
     if (a->kh == 1 && a->kw == 1 && L->val[src].kind == NV_BUF) return L->val[src].buf;
-    PackGeo g = {(int)(Ho + a->kh - 1), (int)(Wo + a->kw - 1), 1, 1, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1]};
+    PackGeo g = {(int)(Ho + a->kh - 1), (int)(Wo + a->kw - 1), 1, 1, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1], 0};
     return pack(L, src, &g, for_node, note);
 }
 
@@ -852,8 +866,322 @@ static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t H
     int64_t pt = a->pad_t < Hp ? a->pad_t : Hp, pb = Hp - pt - Hs;
     int64_t pl = a->pad_l < Wp ? a->pad_l : Wp, pr = Wp - pl - Ws;
     ConvCtx c = {form, x, w, y, Ho, Wo, Hp, Wp, a->kh, a->kw, cin, cout, pt, pb < 0 ? 0 : pb, pl, pr < 0 ? 0 : pr,
-                 beta, note_node};
+                 beta, note_node, 0, 0};
     return c;
+}
+
+/* ---- Winograd F(4,3) along the width ----------------------------------------------------------
+ *
+ * A stride-1 convolution with three columns of taps whose output is the size
+ * of its input runs, per tile of 4 output columns, in the transformed domain
+ * of the minimal filtering algorithm F(4,3) (points 0, 1, -1, 2, -2, inf).
+ * With P the zero-bordered input and T = ceil(Wo/4) tiles per row:
+ *     V_k[r, t, c]    = sum_j BT[k][j] P[r, 4t + j, c]         (j < 6; columns past P are 0)
+ *     U_k[a, c, o]    = sum_d G[k][d] w[a, d, c, o]
+ *     M_k[i, t, o]    = sum_a,c V_k[i + a, t, c] U_k[a, c, o]   (KS_CONV, kh x 1 taps, T columns)
+ *     y[i, 4t + m, o] = sum_k AT[m][k] M_k[i, t, o]              (m < 4, 4t + m < Wo)
+ * six convolutions of kh x 1 taps: 6 multiply-adds per tap row and 4 output
+ * columns where the direct form does 12. The gradients are the adjoints:
+ *     dM_k[i, t, o]  = sum_m AT[m][k] dy[i, 4t + m, o]
+ *     dw[a, d, c, o] = sum_k G[k][d] sum_i,t V_k[i + a, t, c] dM_k[i, t, o]   (KS_CONV wgrad)
+ *     dV_k[r, t, c]  = sum_a,o dM_k[r - a, t, o] U_k[a, c, o]     (KS_CONV forward, taps flipped)
+ *     dx[i, q, c]    = sum over 4t + j = q + pad_l of sum_k BT[k][j] dV_k[i + pad_t, t, c]
+ * dM is stored with kh - 1 - pad_t zero rows above each image and pad_t below,
+ * so the input gradient's convolution reads it as its zero-bordered input
+ * and the weight gradient's reads its rows in place (KirConv yt, yb). V, U,
+ * M, dM, dV are six buffers each, one per k, with consecutive ids.
+ */
+static const double WINO_BT[6][6] = {
+    {4, 0, -5, 0, 1, 0}, {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+    {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1},
+};
+static const double WINO_G[6][3] = {
+    {1.0 / 4, 0, 0},          {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+    {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6},  {0, 0, 1},
+};
+/* AT transposed: dM_k = sum_m WINO_A[k][m] dy[4t + m] (columns 4, 5 unused) */
+static const double WINO_A[6][6] = {
+    {1, 0, 0, 0}, {1, 1, 1, 1}, {1, -1, 1, -1}, {1, 2, 4, 8}, {1, -2, 4, -8}, {0, 0, 0, 1},
+};
+
+/* Does this conv2d (x -> y) run in the Winograd form? Its input gradient
+ * needs cin a multiple of 16 (the output channels of its convolution). */
+static bool winograd(const Lower *L, const Attrs *a, const Shape *xs, const Shape *ys) {
+    return !L->opt.no_winograd && direct_conv(L, a, ys->d[2]) && a->kw == 3 && xs->d[2] % 16 == 0 &&
+           xs->d[0] == ys->d[0] && xs->d[1] == ys->d[1] && ys->d[1] >= 4;
+}
+
+/* sum_j coef[j] x[j], the +-1 terms as adds and subtracts */
+static KirExpr *wino_sum(Lower *L, const double *coef, int stride, KirExpr *const *x, int n) {
+    KirExpr *s = NULL;
+    for (int j = 0; j < n; j++) {
+        double c = coef[j * stride];
+        if (c == 0) continue;
+        KirExpr *t = c == 1 || c == -1 ? x[j] : fmul(L, fc(L, c), x[j]);
+        if (!s) s = c == -1 ? fneg(L, t) : t;
+        else s = c == -1 ? fsub(L, s, t) : fadd(L, s, t);
+    }
+    return s ? s : fc(L, 0);
+}
+
+/* Six buffers with consecutive ids: "what 0" .. "what 5". */
+static int wino_bufs(Lower *L, const char *what, int node, int64_t bytes, bool batched) {
+    int b0 = -1;
+    for (int k = 0; k < 6; k++) {
+        char nm[64];
+        snprintf(nm, sizeof nm, "%s %d", what, k);
+        int b = new_arena_buf(L, nm, node, bytes, batched);
+        if (k == 0) b0 = b;
+        PXC_ASSERT(b == b0 + k);
+    }
+    return b0;
+}
+
+/* out_k[(r*T + t)*C + c] = sum_j coef[k][j] src[img, r % Hr - top, 4t + j - left, c] over j < nj,
+ * zero where that lies outside src (Hs x Ws); r over [0, n*Hr). */
+typedef struct WinoInCtx {
+    int src, buf;
+    int64_t Hr, top, left, Hs, Ws, T;
+    int nj;
+    const double (*coef)[6];
+    int for_node;
+} WinoInCtx;
+
+static void build_wino_in(KB *kb, void *vctx) {
+    WinoInCtx *w = vctx;
+    Lower *L = kb->L;
+    kb_note(kb, w->for_node);
+    int64_t C = chans(L, w->src);
+    KirStmt *lr = kir_loop(P, kb->fn, NULL, ic(L, 0), imulc(L, kir_batch(P), w->Hr), KIR_LOOP_PARALLEL);
+    KirExpr *r = kir_var(P, kir_loop_var(lr));
+    KirStmt *lt = kir_loop(P, kb->fn, lr, ic(L, 0), ic(L, w->T), 0);
+    KirExpr *t = kir_var(P, kir_loop_var(lt));
+    int o[6];
+    for (int k = 0; k < 6; k++) o[k] = kb_arg(kb, w->buf + k, true, "tile");
+    KirExpr *si = iaddc(L, imod(L, r, ic(L, w->Hr)), -w->top), *rowc = NULL;
+    if (w->top > 0) rowc = cmp(L, KX_GE, si, ic(L, 0)), si = kir_op2(P, KX_MAX, si, ic(L, 0));
+    if (w->Hr - w->top > w->Hs)
+        rowc = band(L, rowc, cmp(L, KX_LT, si, ic(L, w->Hs))), si = kir_op2(P, KX_MIN, si, ic(L, w->Hs - 1));
+    kb->img = idiv(L, r, ic(L, w->Hr));
+    kb->row = NULL;
+    kb->H = (int)w->Hs;
+    kb->W = (int)w->Ws;
+    KirExpr *base = imulc(L, iadd(L, imulc(L, r, w->T), t), C);
+    int64_t seg[258];
+    int ns = segments(L, w->src, C, seg);
+    bool pair = paired_halves(L, w->src, seg, ns, C);
+    for (int s = 0; s < (pair ? ns / 2 : ns); s++) {
+        KirStmt *lc = kir_loop(P, kb->fn, lt, ic(L, seg[s]), ic(L, seg[s + 1]), 0);
+        KirExpr *c = kir_var(P, kir_loop_var(lc));
+        for (int half = 0; half < (pair ? 2 : 1); half++) {
+            KirExpr *ch = half ? iaddc(L, c, C / 2) : c;
+            KirExpr *x[6];
+            for (int j = 0; j < w->nj; j++) {
+                KirExpr *sj = iaddc(L, imulc(L, t, 4), j - w->left), *cond = rowc;
+                if (j - w->left < 0) cond = band(L, cond, cmp(L, KX_GE, sj, ic(L, 0))), sj = kir_op2(P, KX_MAX, sj, ic(L, 0));
+                if (4 * (w->T - 1) + j - w->left >= w->Ws)
+                    cond = band(L, cond, cmp(L, KX_LT, sj, ic(L, w->Ws))), sj = kir_op2(P, KX_MIN, sj, ic(L, w->Ws - 1));
+                KirExpr *v = val_at(kb, w->src, ch, seg[s] + (half ? C / 2 : 0), si, sj);
+                x[j] = kb_let(kb, lc, cond ? fsel(L, cond, v, fc(L, 0)) : v);
+            }
+            for (int k = 0; k < 6; k++)
+                kir_store(P, kb->fn, lc, o[k], iadd(L, base, ch), wino_sum(L, w->coef[k], 1, x, w->nj));
+        }
+    }
+}
+
+/* V for the convolution of src (cached within the entry). */
+static int wino_input(Lower *L, int src, const Attrs *a, int64_t Ho, int64_t Wo, int for_node, const char *note) {
+    const Shape *s = &ND(L, src)->shape;
+    int64_t Hp = Ho + a->kh - 1, T = (Wo + 3) / 4;
+    PackGeo g = {(int)Hp, (int)T, a->kh, 3, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1], PACK_WINO_IN};
+    int b = pack_cached(L, src, &g);
+    if (b >= 0) return b;
+    b = wino_bufs(L, "winograd input", src, 4 * Hp * T * s->d[2], true);
+    WinoInCtx w = {src, b, Hp, a->pad_t, a->pad_l, s->d[0], s->d[1], T, 6, WINO_BT, for_node};
+    emit_kernel(L, "pack_winograd", build_wino_in, &w, note);
+    pack_remember(L, src, &g, b);
+    return b;
+}
+
+/* dM for the gradients of a convolution with output gradient dy (cached within the entry). */
+static int wino_dy(Lower *L, int dy, const Attrs *a, int for_node, const char *note) {
+    const Shape *s = &ND(L, dy)->shape;
+    int64_t Hq = s->d[0] + a->kh - 1, yt = a->kh - 1 - a->pad_t, T = (s->d[1] + 3) / 4;
+    PackGeo g = {(int)Hq, (int)T, a->kh, 3, 1, (int)yt, 0, (int)s->d[0], (int)s->d[1], PACK_WINO_DY};
+    int b = pack_cached(L, dy, &g);
+    if (b >= 0) return b;
+    b = wino_bufs(L, "winograd output gradient", dy, 4 * Hq * T * s->d[2], true);
+    WinoInCtx w = {dy, b, Hq, yt, 0, s->d[0], s->d[1], T, 4, WINO_A, for_node};
+    emit_kernel(L, "pack_winograd", build_wino_in, &w, note);
+    pack_remember(L, dy, &g, b);
+    return b;
+}
+
+/* U_k (flip: U_k with its rows flipped and laid out [a][o][c], for the input gradient). */
+typedef struct WinoWCtx {
+    int w, buf;
+    int64_t kh, C, O;
+    bool flip;
+    int note_node;
+} WinoWCtx;
+
+static void build_wino_w(KB *kb, void *vctx) {
+    WinoWCtx *c = vctx;
+    Lower *L = kb->L;
+    kb_note(kb, c->note_node);
+    int src = kb_arg(kb, c->w, false, "w"), o[6];
+    for (int k = 0; k < 6; k++) o[k] = kb_arg(kb, c->buf + k, true, "wt");
+    KirStmt *la = kir_loop(P, kb->fn, NULL, ic(L, 0), ic(L, c->kh), 0);
+    KirStmt *lp = kir_loop(P, kb->fn, la, ic(L, 0), ic(L, c->flip ? c->O : c->C), 0);
+    KirStmt *lq = kir_loop(P, kb->fn, lp, ic(L, 0), ic(L, c->flip ? c->C : c->O), 0);
+    KirExpr *a = kir_var(P, kir_loop_var(la)), *p = kir_var(P, kir_loop_var(lp)), *q = kir_var(P, kir_loop_var(lq));
+    KirExpr *ch = c->flip ? q : p, *oc = c->flip ? p : q;
+    KirExpr *sa = c->flip ? kir_op2(P, KX_SUB, ic(L, c->kh - 1), a) : a;
+    KirExpr *g[3];
+    for (int d = 0; d < 3; d++) {
+        KirExpr *si = iadd(L, imulc(L, iadd(L, imulc(L, iaddc(L, imulc(L, sa, 3), d), c->C), ch), c->O), oc);
+        g[d] = kb_let(kb, lq, kir_load(P, kb->fn, src, si));
+    }
+    KirExpr *di = c->flip ? iadd(L, imulc(L, iadd(L, imulc(L, a, c->O), oc), c->C), ch)
+                          : iadd(L, imulc(L, iadd(L, imulc(L, a, c->C), ch), c->O), oc);
+    for (int k = 0; k < 6; k++) kir_store(P, kb->fn, lq, o[k], di, wino_sum(L, WINO_G[k], 1, g, 3));
+}
+
+/* y[(r*Wo + 4t + m)*O + o] (= or +=) sum_k AT[m][k] M_k[(r*T + t)*O + o], r over [0, n*Ho). */
+typedef struct WinoOutCtx {
+    int buf, out;
+    int64_t Ho, Wo, T, O;
+    float beta;
+    int note_node;
+} WinoOutCtx;
+
+static void build_wino_out(KB *kb, void *vctx) {
+    WinoOutCtx *c = vctx;
+    Lower *L = kb->L;
+    kb_note(kb, c->note_node);
+    int m[6], y = kb_arg(kb, c->out, true, "y");
+    for (int k = 0; k < 6; k++) m[k] = kb_arg(kb, c->buf + k, false, "prod");
+    KirStmt *lr = kir_loop(P, kb->fn, NULL, ic(L, 0), imulc(L, kir_batch(P), c->Ho), KIR_LOOP_PARALLEL);
+    KirExpr *r = kir_var(P, kir_loop_var(lr));
+    /* the full tiles, then the last one's Wo % 4 columns */
+    for (int part = 0; part < 2; part++) {
+        int64_t nt = part ? (c->Wo % 4 ? 1 : 0) : c->Wo / 4, cols = part ? c->Wo % 4 : 4;
+        if (!nt) continue;
+        KirStmt *lt = kir_loop(P, kb->fn, lr, ic(L, part ? c->Wo / 4 : 0), ic(L, part ? c->Wo / 4 + 1 : nt), 0);
+        KirExpr *t = kir_var(P, kir_loop_var(lt));
+        KirStmt *lo = kir_loop(P, kb->fn, lt, ic(L, 0), ic(L, c->O), 0);
+        KirExpr *o = kir_var(P, kir_loop_var(lo));
+        KirExpr *x[6];
+        for (int k = 0; k < 6; k++)
+            x[k] = kb_let(kb, lo, kir_load(P, kb->fn, m[k], iadd(L, imulc(L, iadd(L, imulc(L, r, c->T), t), c->O), o)));
+        for (int j = 0; j < cols; j++) {
+            static const double AT[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0},
+                                            {0, 1, -1, 8, -8, 1}};
+            KirExpr *yi = iadd(L, imulc(L, iadd(L, imulc(L, r, c->Wo), iaddc(L, imulc(L, t, 4), j)), c->O), o);
+            KirExpr *v = wino_sum(L, AT[j], 1, x, 6);
+            if (c->beta != 0) kir_accum(P, kb->fn, lo, y, yi, v);
+            else kir_store(P, kb->fn, lo, y, yi, v);
+        }
+    }
+}
+
+/* dx[(r*W + q)*C + c] = sum over 4t + j = q + left of sum_k BT[k][j] dV_k[(r*T + t)*C + c], r over [0, n*H). */
+typedef struct WinoDxCtx {
+    int buf, out;
+    int64_t H, W, T, C, left;
+    int note_node;
+} WinoDxCtx;
+
+static void build_wino_dx(KB *kb, void *vctx) {
+    WinoDxCtx *c = vctx;
+    Lower *L = kb->L;
+    kb_note(kb, c->note_node);
+    int v[6], y = kb_arg(kb, c->out, true, "dx");
+    for (int k = 0; k < 6; k++) v[k] = kb_arg(kb, c->buf + k, false, "grad");
+    KirStmt *lr = kir_loop(P, kb->fn, NULL, ic(L, 0), imulc(L, kir_batch(P), c->H), KIR_LOOP_PARALLEL);
+    KirExpr *r = kir_var(P, kir_loop_var(lr));
+    for (int m = 0; m < 4; m++) {
+        /* columns q = 4t + m - left in [0, W); tile t gives tap j = m (t < T), tile t - 1 tap m + 4 (m < 2, t >= 1) */
+        int64_t tlo = c->left - m > 0 ? 1 : 0, thi = (c->W - 1 + c->left - m) / 4 + 1;   /* left <= 2, W >= 4 */
+        int64_t cut[4] = {tlo, 1, c->T, thi};
+        for (int piece = 0; piece < 3; piece++) {
+            int64_t p0 = piece == 0 ? tlo : cut[piece], p1 = piece == 2 ? thi : cut[piece + 1];
+            if (p0 < tlo) p0 = tlo;
+            if (p1 > thi) p1 = thi;
+            if (p0 >= p1) continue;
+            bool hasA = p0 < c->T, hasB = m < 2 && p0 >= 1 && p0 <= c->T;
+            if (!hasA && !hasB) continue;
+            KirStmt *lt = kir_loop(P, kb->fn, lr, ic(L, p0), ic(L, p1), 0);
+            KirExpr *t = kir_var(P, kir_loop_var(lt));
+            KirStmt *lc = kir_loop(P, kb->fn, lt, ic(L, 0), ic(L, c->C), 0);
+            KirExpr *ch = kir_var(P, kir_loop_var(lc)), *sum = NULL;
+            for (int src = 0; src < 2; src++) {
+                if (src ? !hasB : !hasA) continue;
+                KirExpr *tt = src ? iaddc(L, t, -1) : t, *x[6];
+                KirExpr *idx = iadd(L, imulc(L, iadd(L, imulc(L, r, c->T), tt), c->C), ch);
+                for (int k = 0; k < 6; k++) x[k] = kir_load(P, kb->fn, v[k], idx);
+                KirExpr *e = wino_sum(L, &WINO_BT[0][m + 4 * src], 6, x, 6);
+                sum = sum ? fadd(L, sum, e) : e;
+            }
+            KirExpr *q = iaddc(L, imulc(L, t, 4), m - c->left);
+            kir_store(P, kb->fn, lc, y, iadd(L, imulc(L, iadd(L, imulc(L, r, c->W), q), c->C), ch), sum);
+        }
+    }
+}
+
+/* dw[((a*3 + d)*C + c)*O + o] = sum_k G[k][d] dU_k[(a*C + c)*O + o] */
+typedef struct WinoDwCtx {
+    int buf, out;
+    int64_t kh, C, O;
+    int note_node;
+} WinoDwCtx;
+
+static void build_wino_dw(KB *kb, void *vctx) {
+    WinoDwCtx *c = vctx;
+    Lower *L = kb->L;
+    kb_note(kb, c->note_node);
+    int u[6], y = kb_arg(kb, c->out, true, "dw");
+    for (int k = 0; k < 6; k++) u[k] = kb_arg(kb, c->buf + k, false, "wgrad");
+    KirStmt *la = kir_loop(P, kb->fn, NULL, ic(L, 0), ic(L, c->kh), 0);
+    KirStmt *lc = kir_loop(P, kb->fn, la, ic(L, 0), ic(L, c->C), 0);
+    KirStmt *lo = kir_loop(P, kb->fn, lc, ic(L, 0), ic(L, c->O), 0);
+    KirExpr *a = kir_var(P, kir_loop_var(la)), *ch = kir_var(P, kir_loop_var(lc)), *o = kir_var(P, kir_loop_var(lo));
+    KirExpr *x[6];
+    for (int k = 0; k < 6; k++)
+        x[k] = kb_let(kb, lo, kir_load(P, kb->fn, u[k], iadd(L, imulc(L, iadd(L, imulc(L, a, c->C), ch), c->O), o)));
+    for (int d = 0; d < 3; d++) {
+        KirExpr *di = iadd(L, imulc(L, iadd(L, imulc(L, iaddc(L, imulc(L, a, 3), d), c->C), ch), c->O), o);
+        kir_store(P, kb->fn, lo, y, di, wino_sum(L, &WINO_G[0][d], 3, x, 6));
+    }
+}
+
+/* The six convolutions of a Winograd pair (x_k, w_k) -> y_k: kh x 1 taps over T columns. */
+static void wino_convs(Lower *L, int form, int x, int w, int y, const Attrs *a, int64_t Hs, int64_t Ho, int64_t T,
+                       int64_t cin, int64_t cout, int64_t yt, int64_t yb, int note_node, const char *note) {
+    Attrs a1 = *a;
+    a1.kw = 1, a1.pad_l = 0, a1.pad_r = 0;
+    for (int k = 0; k < 6; k++) {
+        ConvCtx cc = conv_ctx(form, x + k, w + k, y + k, &a1, Hs, T, Ho, T, cin, cout, 0, note_node);
+        cc.yt = yt, cc.yb = yb;
+        emit_kernel(L, "conv", build_conv, &cc, note);
+    }
+}
+
+/* out (beta 0 or 1) = the convolution of conv2d node i's input x by the weight in buffer wb. */
+static void wino_forward(Lower *L, int i, int wb, int out, float beta, const char *note) {
+    const Node *nd = ND(L, i);
+    const Attrs *a = &nd->a;
+    int x = nd->in[0];
+    int64_t C = chans(L, x), Ho = nd->shape.d[0], Wo = nd->shape.d[1], O = nd->shape.d[2], T = (Wo + 3) / 4;
+    int V = wino_input(L, x, a, Ho, Wo, i, note);
+    int U = wino_bufs(L, "winograd weight", i, 4LL * a->kh * C * O, false);
+    WinoWCtx wc = {wb, U, a->kh, C, O, false, i};
+    emit_kernel(L, "pack_weight", build_wino_w, &wc, note);
+    int M = wino_bufs(L, "winograd product", i, 4 * Ho * T * O, true);
+    wino_convs(L, KIR_CONV_FORWARD, V, U, M, a, Ho, Ho, T, C, O, 0, 0, i, note);
+    WinoOutCtx oc = {M, out, Ho, Wo, T, O, beta, i};
+    emit_kernel(L, "pack_winograd_out", build_wino_out, &oc, note);
 }
 
 /* out[p, o] = bias[o] for every pixel (before a GEMM with beta 1). */
@@ -1480,13 +1808,15 @@ static void emit_conv(Lower *L, int i, const char *note) {
     bool init = L->entry == KE_INIT && is_init_layer(L, i);
     int A;
     int64_t lda;
-    bool direct = direct_conv(L, a, O);
-    if (direct) {
+    bool direct = direct_conv(L, a, O), wino = winograd(L, a, xs, &nd->shape);
+    if (wino) {
+        A = -1, lda = 0;
+    } else if (direct) {
         A = pad_pack(L, x, a, Ho, Wo, i, note), lda = 0;
     } else if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
         A = L->val[x].buf, lda = C;
     } else {
-        PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1]};
+        PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1], 0};
         A = pack(L, x, &g, i, note), lda = K2;
     }
     bool to_out = L->entry == KE_FORWARD && i == L->g->out;
@@ -1502,7 +1832,9 @@ static void emit_conv(Lower *L, int i, const char *note) {
     }
     if (other >= 0) {
         NodeVal *ov = &L->val[other];
-        if (direct) {
+        if (wino) {
+            wino_forward(L, i, wb, ov->buf, 1, note);
+        } else if (direct) {
             ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, ov->buf, a, xs->d[0], xs->d[1], Ho, Wo, C, O, 1, i);
             emit_kernel(L, "conv", build_conv, &cc, note);
         } else {
@@ -1524,7 +1856,9 @@ static void emit_conv(Lower *L, int i, const char *note) {
         emit_kernel(L, "fill_bias", build_fill_bias, &f, note);
         beta = 1;
     }
-    if (direct) {
+    if (wino) {
+        wino_forward(L, i, wb, out, beta, note);
+    } else if (direct) {
         ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, out, a, xs->d[0], xs->d[1], Ho, Wo, C, O, beta, i);
         emit_kernel(L, "conv", build_conv, &cc, note);
     } else {
@@ -1574,6 +1908,25 @@ static void emit_conv_dx(Lower *L, int i, const char *note) {
     int64_t H = nd->shape.d[0], W = nd->shape.d[1], C = nd->shape.d[2], K2 = (int64_t)a->kh * a->kw * C;
     int wb = weight_buf(L, nd->in[1], i);
     if (wb < 0) return;
+    if (winograd(L, a, &nd->shape, ds)) {
+        /* dV_k = the forward convolution of dM_k (zero rows where dy's rows
+         * end) with U_k's rows flipped; dx gathers dV's tiles */
+        Attrs fa = *a;
+        fa.pad_t = a->kh - 1 - a->pad_t, fa.pad_b = a->kh - 1 - a->pad_b;
+        int64_t T = (Wo + 3) / 4;
+        int D = wino_dy(L, dy, a, i, note);
+        int U = wino_bufs(L, "winograd flipped weight", i, 4LL * a->kh * C * O, false);
+        WinoWCtx wc = {wb, U, a->kh, C, O, true, i};
+        emit_kernel(L, "pack_weight", build_wino_w, &wc, note);
+        int dV = wino_bufs(L, "winograd input gradient", i, 4 * H * T * C, true);
+        wino_convs(L, KIR_CONV_FORWARD, D, U, dV, &fa, Ho, H, T, O, C, 0, 0, i, note);
+        int out = value_buf(L, i, NULL);
+        WinoDxCtx xc = {dV, out, H, W, T, C, a->pad_l, i};
+        emit_kernel(L, "pack_winograd_dx", build_wino_dx, &xc, note);
+        L->val[i].kind = NV_BUF;
+        L->val[i].buf = out;
+        return;
+    }
     if (direct_conv(L, a, O) && C % 16 == 0) {
         /* the gather form: dx = a forward convolution of dy, zero-bordered on
          * the opposite sides, with the flipped, transposed weight */
@@ -1616,6 +1969,20 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
     int x = nd->in[0], dy = nd->in[1];
     const Shape *xs = &ND(L, x)->shape, *ds = &ND(L, dy)->shape;
     int64_t C = xs->d[2], Ho = ds->d[0], Wo = ds->d[1], O = ds->d[2], K2 = (int64_t)a->kh * a->kw * C;
+    if (winograd(L, a, xs, ds)) {
+        /* dU_k = sum over pixels of V_k x dM_k (dM read in place, between its zero rows); dw = G' dU */
+        int64_t T = (Wo + 3) / 4;
+        int V = wino_input(L, x, a, Ho, Wo, i, note);
+        int D = wino_dy(L, dy, a, i, note);
+        int dU = wino_bufs(L, "winograd weight gradient", i, 4LL * a->kh * C * O, false);
+        wino_convs(L, KIR_CONV_WGRAD, V, dU, D, a, xs->d[0], Ho, T, C, O, a->kh - 1 - a->pad_t, a->pad_t, i, note);
+        int out = value_buf(L, i, NULL);
+        WinoDwCtx dc = {dU, out, a->kh, C, O, i};
+        emit_kernel(L, "pack_winograd_dw", build_wino_dw, &dc, note);
+        L->val[i].kind = NV_BUF;
+        L->val[i].buf = out;
+        return;
+    }
     if (direct_conv(L, a, O)) {
         /* dw[a,d,c,o] = sum over pixels of x_padded[pixel + (a,d), c] * dy[pixel, o], x read in place */
         int X = pad_pack(L, x, a, Ho, Wo, i, note);
@@ -1631,7 +1998,7 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
     if (a->kh == 1 && a->kw == 1 && a->stride == 1 && no_pad(a) && L->val[x].kind == NV_BUF) {
         A = L->val[x].buf;
     } else {
-        PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1]};
+        PackGeo g = {(int)Ho, (int)Wo, a->kh, a->kw, a->stride, a->pad_t, a->pad_l, (int)xs->d[0], (int)xs->d[1], 0};
         A = pack(L, x, &g, i, note);
     }
     int D = dense(L, dy, i, note);
@@ -1646,7 +2013,7 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
 /* The pack of dy that deconv2d_dx and _dw share: col[(i,j), (a,d,o)] = dy[2i+a, 2j+d-crop, o]. */
 static int deconv_dy_pack(Lower *L, int i, int dy, int64_t H, int64_t W, const char *note) {
     const Attrs *a = &ND(L, i)->a;
-    PackGeo g = {(int)H, (int)W, a->kh, a->kw, 2, 0, a->crop_l, (int)(2 * H), (int)(2 * W)};
+    PackGeo g = {(int)H, (int)W, a->kh, a->kw, 2, 0, a->crop_l, (int)(2 * H), (int)(2 * W), 0};
     return pack(L, dy, &g, i, note);
 }
 

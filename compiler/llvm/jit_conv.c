@@ -163,7 +163,7 @@ static void fwd_body(CV *c) {
     loop(c, &Lr, lo, hi);
     LLVMValueRef img = LLVMBuildUDiv(b, Lr.iv, I(c, k->Ho), ""), i = LLVMBuildURem(b, Lr.iv, I(c, k->Ho), "");
     LLVMValueRef xrow = mulc(c, add(c, mulc(c, img, k->Hp), i), k->Wp * k->cin);
-    LLVMValueRef yrow = mulc(c, Lr.iv, k->Wo * k->cout);
+    LLVMValueRef yrow = mulc(c, add(c, mulc(c, img, k->yt + k->Ho + k->yb), addc(c, i, k->yt)), k->Wo * k->cout);
     /* the taps a reading rows i + a of x outside its zero borders:
      * max(0, pt - i) <= a < min(kh, Hp - pb - i) */
     LLVMValueRef alo, ahi;
@@ -221,7 +221,8 @@ static void wgrad_tile(CV *c, int mr, LLVMValueRef a, LLVMValueRef d, LLVMValueR
     }
     /* x[img, i + a, d + j, c0 + r] and y[row, j, o0 + 16 v] */
     LLVMValueRef xrow = add(c, mulc(c, add(c, mulc(c, add(c, mulc(c, img, k->Hp), add(c, i, a)), k->Wp), d), k->cin), c0);
-    LLVMValueRef yrow = add(c, mulc(c, Lr.iv, k->Wo * k->cout), o0);
+    LLVMValueRef yrow =
+        add(c, mulc(c, add(c, mulc(c, img, k->yt + k->Ho + k->yb), addc(c, i, k->yt)), k->Wo * k->cout), o0);
     loop(c, &Lj, jlo, jhi);
     LLVMValueRef xj = add(c, xrow, mulc(c, Lj.iv, k->cin)), yj = add(c, yrow, mulc(c, Lj.iv, k->cout));
     LLVMValueRef g[4];
