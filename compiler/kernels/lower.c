@@ -305,7 +305,8 @@ static KirExpr *val_at(KB *kb, int node, KirExpr *ch, int64_t lo, KirExpr *i, Ki
  * where it is chosen), so elu(t) and elu(-t) computed side by side share one
  * exp (see paired_halves). */
 static KirExpr *elu_of(Lower *L, KirExpr *t) {
-    KirExpr *e = fexp(L, fneg(L, kir_op1(P, KX_ABS, t)));
+    /* |-u| written |u|: elu(u) and elu(-u) then have the same exp to share */
+    KirExpr *e = fexp(L, fneg(L, kir_op1(P, KX_ABS, t->k == KX_NEG ? t->x[0] : t)));
     return fsel(L, cmp(L, KX_GT, t, fc(L, 0)), t, fsub(L, e, fc(L, 1)));
 }
 static KirExpr *elu_grad(Lower *L, KirExpr *t) { return fsel(L, cmp(L, KX_GT, t, fc(L, 0)), fc(L, 1), fexp(L, t)); }
@@ -870,18 +871,20 @@ static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t H
     return c;
 }
 
-/* ---- Winograd F(4,3) along the width ----------------------------------------------------------
+/* ---- Winograd F(4,3) and F(4,2) along the width --------------------------------------------------
  *
- * A stride-1 convolution with three columns of taps whose output is the size
- * of its input runs, per tile of 4 output columns, in the transformed domain
- * of the minimal filtering algorithm F(4,3) (points 0, 1, -1, 2, -2, inf).
- * With P the zero-bordered input and T = ceil(Wo/4) tiles per row:
- *     V_k[r, t, c]    = sum_j BT[k][j] P[r, 4t + j, c]         (j < 6; columns past P are 0)
+ * A stride-1 convolution with r = 3 or 2 columns of taps whose output is the
+ * size of its input runs, per tile of 4 output columns, in the transformed
+ * domain of the minimal filtering algorithm F(4,r) with nk = 4 + r - 1
+ * points (F(4,3): 0, 1, -1, 2, -2, inf; F(4,2): 0, 1, -1, 2, inf). With P
+ * the zero-bordered input and T = ceil(Wo/4) tiles per row:
+ *     V_k[r, t, c]    = sum_j BT[k][j] P[r, 4t + j, c]         (j < nk; columns past P are 0)
  *     U_k[a, c, o]    = sum_d G[k][d] w[a, d, c, o]
  *     M_k[i, t, o]    = sum_a,c V_k[i + a, t, c] U_k[a, c, o]   (KS_CONV, kh x 1 taps, T columns)
  *     y[i, 4t + m, o] = sum_k AT[m][k] M_k[i, t, o]              (m < 4, 4t + m < Wo)
- * six convolutions of kh x 1 taps: 6 multiply-adds per tap row and 4 output
- * columns where the direct form does 12. The gradients are the adjoints:
+ * nk convolutions of kh x 1 taps: nk multiply-adds per tap row and 4 output
+ * columns where the direct form does 4r (F(4,3): 6 for 12, F(4,2): 5 for 8).
+ * The gradients are the adjoints:
  *     dM_k[i, t, o]  = sum_m AT[m][k] dy[i, 4t + m, o]
  *     dw[a, d, c, o] = sum_k G[k][d] sum_i,t V_k[i + a, t, c] dM_k[i, t, o]   (KS_CONV wgrad)
  *     dV_k[r, t, c]  = sum_a,o dM_k[r - a, t, o] U_k[a, c, o]     (KS_CONV forward, taps flipped)
@@ -889,29 +892,38 @@ static ConvCtx conv_ctx(int form, int x, int w, int y, const Attrs *a, int64_t H
  * dM is stored with kh - 1 - pad_t zero rows above each image and pad_t below,
  * so the input gradient's convolution reads it as its zero-bordered input
  * and the weight gradient's reads its rows in place (KirConv yt, yb). V, U,
- * M, dM, dV are six buffers each, one per k, with consecutive ids.
+ * M, dM, dV are nk buffers each, one per k, with consecutive ids.
  */
-static const double WINO_BT[6][6] = {
-    {4, 0, -5, 0, 1, 0}, {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
-    {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1},
+typedef struct WinoAlg {
+    int r, nk;          /* taps per row; points (= the input window of a tile) */
+    double BT[6][6], G[6][3], AT[4][6];
+} WinoAlg;
+
+static const WinoAlg WINO_F43 = {
+    3, 6,
+    {{4, 0, -5, 0, 1, 0}, {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+     {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}},
+    {{1.0 / 4, 0, 0}, {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+     {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}},
+    {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}},
 };
-static const double WINO_G[6][3] = {
-    {1.0 / 4, 0, 0},          {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-    {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6},  {0, 0, 1},
-};
-/* AT transposed: dM_k = sum_m WINO_A[k][m] dy[4t + m] (columns 4, 5 unused) */
-static const double WINO_A[6][6] = {
-    {1, 0, 0, 0}, {1, 1, 1, 1}, {1, -1, 1, -1}, {1, 2, 4, 8}, {1, -2, 4, -8}, {0, 0, 0, 1},
+static const WinoAlg WINO_F42 = {
+    2, 5,
+    {{2, -1, -2, 1, 0}, {0, -2, -1, 1, 0}, {0, 2, -3, 1, 0}, {0, -1, 0, 1, 0}, {0, 2, -1, -2, 1}},
+    {{1.0 / 2, 0}, {-1.0 / 2, -1.0 / 2}, {-1.0 / 6, 1.0 / 6}, {1.0 / 6, 1.0 / 3}, {0, 1}},
+    {{1, 1, 1, 1, 0}, {0, 1, -1, 2, 0}, {0, 1, 1, 4, 0}, {0, 1, -1, 8, 1}},
 };
 
-/* Does this conv2d (x -> y) run in the Winograd form? Its input gradient
- * needs cin a multiple of 16 (the output channels of its convolution). */
-static bool winograd(const Lower *L, const Attrs *a, const Shape *xs, const Shape *ys) {
-    return !L->opt.no_winograd && direct_conv(L, a, ys->d[2]) && a->kw == 3 && xs->d[2] % 16 == 0 &&
-           xs->d[0] == ys->d[0] && xs->d[1] == ys->d[1] && ys->d[1] >= 4;
+/* The algorithm for this conv2d (x -> y), or NULL: the direct form. Its
+ * input gradient needs cin a multiple of 16 (its convolution's cout). */
+static const WinoAlg *winograd(const Lower *L, const Attrs *a, const Shape *xs, const Shape *ys) {
+    if (L->opt.no_winograd || !direct_conv(L, a, ys->d[2]) || xs->d[2] % 16 || xs->d[0] != ys->d[0] ||
+        xs->d[1] != ys->d[1] || ys->d[1] < 4)
+        return NULL;
+    return a->kw == 3 ? &WINO_F43 : a->kw == 2 ? &WINO_F42 : NULL;
 }
 
-/* sum_j coef[j] x[j], the +-1 terms as adds and subtracts */
+/* sum_j coef[j * stride] x[j] over j < n, the +-1 terms as adds and subtracts */
 static KirExpr *wino_sum(Lower *L, const double *coef, int stride, KirExpr *const *x, int n) {
     KirExpr *s = NULL;
     for (int j = 0; j < n; j++) {
@@ -924,10 +936,10 @@ static KirExpr *wino_sum(Lower *L, const double *coef, int stride, KirExpr *cons
     return s ? s : fc(L, 0);
 }
 
-/* Six buffers with consecutive ids: "what 0" .. "what 5". */
-static int wino_bufs(Lower *L, const char *what, int node, int64_t bytes, bool batched) {
+/* nk buffers with consecutive ids: "what 0" .. */
+static int wino_bufs(Lower *L, int nk, const char *what, int node, int64_t bytes, bool batched) {
     int b0 = -1;
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < nk; k++) {
         char nm[64];
         snprintf(nm, sizeof nm, "%s %d", what, k);
         int b = new_arena_buf(L, nm, node, bytes, batched);
@@ -937,13 +949,19 @@ static int wino_bufs(Lower *L, const char *what, int node, int64_t bytes, bool b
     return b0;
 }
 
-/* out_k[(r*T + t)*C + c] = sum_j coef[k][j] src[img, r % Hr - top, 4t + j - left, c] over j < nj,
- * zero where that lies outside src (Hs x Ws); r over [0, n*Hr). */
+/* nk args for buffers b .. b + nk - 1 */
+static void wino_args(KB *kb, int *args, int b, int nk, bool out, const char *name) {
+    for (int k = 0; k < nk; k++) args[k] = kb_arg(kb, b + k, out, name);
+}
+
+/* out_k[(r*T + t)*C + c] = sum_j coef[k*ks + j*js] src[img, r % Hr - top, 4t + j - left, c]
+ * over j < nj, zero where that lies outside src (Hs x Ws); r over [0, n*Hr), k < nk. */
 typedef struct WinoInCtx {
     int src, buf;
     int64_t Hr, top, left, Hs, Ws, T;
-    int nj;
-    const double (*coef)[6];
+    int nk, nj;
+    const double *coef;
+    int ks, js;
     int for_node;
 } WinoInCtx;
 
@@ -957,7 +975,7 @@ static void build_wino_in(KB *kb, void *vctx) {
     KirStmt *lt = kir_loop(P, kb->fn, lr, ic(L, 0), ic(L, w->T), 0);
     KirExpr *t = kir_var(P, kir_loop_var(lt));
     int o[6];
-    for (int k = 0; k < 6; k++) o[k] = kb_arg(kb, w->buf + k, true, "tile");
+    wino_args(kb, o, w->buf, w->nk, true, "tile");
     KirExpr *si = iaddc(L, imod(L, r, ic(L, w->Hr)), -w->top), *rowc = NULL;
     if (w->top > 0) rowc = cmp(L, KX_GE, si, ic(L, 0)), si = kir_op2(P, KX_MAX, si, ic(L, 0));
     if (w->Hr - w->top > w->Hs)
@@ -973,46 +991,51 @@ static void build_wino_in(KB *kb, void *vctx) {
     for (int s = 0; s < (pair ? ns / 2 : ns); s++) {
         KirStmt *lc = kir_loop(P, kb->fn, lt, ic(L, seg[s]), ic(L, seg[s + 1]), 0);
         KirExpr *c = kir_var(P, kir_loop_var(lc));
+        /* every value of the window (both halves) before any store, so the
+         * back ends share what the halves have in common (pair) */
+        KirExpr *x[2][6], *chs[2];
         for (int half = 0; half < (pair ? 2 : 1); half++) {
-            KirExpr *ch = half ? iaddc(L, c, C / 2) : c;
-            KirExpr *x[6];
+            KirExpr *ch = chs[half] = half ? iaddc(L, c, C / 2) : c;
             for (int j = 0; j < w->nj; j++) {
                 KirExpr *sj = iaddc(L, imulc(L, t, 4), j - w->left), *cond = rowc;
                 if (j - w->left < 0) cond = band(L, cond, cmp(L, KX_GE, sj, ic(L, 0))), sj = kir_op2(P, KX_MAX, sj, ic(L, 0));
                 if (4 * (w->T - 1) + j - w->left >= w->Ws)
                     cond = band(L, cond, cmp(L, KX_LT, sj, ic(L, w->Ws))), sj = kir_op2(P, KX_MIN, sj, ic(L, w->Ws - 1));
                 KirExpr *v = val_at(kb, w->src, ch, seg[s] + (half ? C / 2 : 0), si, sj);
-                x[j] = kb_let(kb, lc, cond ? fsel(L, cond, v, fc(L, 0)) : v);
+                x[half][j] = kb_let(kb, lc, cond ? fsel(L, cond, v, fc(L, 0)) : v);
             }
-            for (int k = 0; k < 6; k++)
-                kir_store(P, kb->fn, lc, o[k], iadd(L, base, ch), wino_sum(L, w->coef[k], 1, x, w->nj));
         }
+        for (int half = 0; half < (pair ? 2 : 1); half++)
+            for (int k = 0; k < w->nk; k++)
+                kir_store(P, kb->fn, lc, o[k], iadd(L, base, chs[half]),
+                          wino_sum(L, w->coef + k * w->ks, w->js, x[half], w->nj));
     }
 }
 
 /* V for the convolution of src (cached within the entry). */
-static int wino_input(Lower *L, int src, const Attrs *a, int64_t Ho, int64_t Wo, int for_node, const char *note) {
+static int wino_input(Lower *L, const WinoAlg *al, int src, const Attrs *a, int64_t Ho, int64_t Wo, int for_node,
+                      const char *note) {
     const Shape *s = &ND(L, src)->shape;
     int64_t Hp = Ho + a->kh - 1, T = (Wo + 3) / 4;
-    PackGeo g = {(int)Hp, (int)T, a->kh, 3, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1], PACK_WINO_IN};
+    PackGeo g = {(int)Hp, (int)T, a->kh, al->r, 1, a->pad_t, a->pad_l, (int)s->d[0], (int)s->d[1], PACK_WINO_IN};
     int b = pack_cached(L, src, &g);
     if (b >= 0) return b;
-    b = wino_bufs(L, "winograd input", src, 4 * Hp * T * s->d[2], true);
-    WinoInCtx w = {src, b, Hp, a->pad_t, a->pad_l, s->d[0], s->d[1], T, 6, WINO_BT, for_node};
+    b = wino_bufs(L, al->nk, "winograd input", src, 4 * Hp * T * s->d[2], true);
+    WinoInCtx w = {src, b, Hp, a->pad_t, a->pad_l, s->d[0], s->d[1], T, al->nk, al->nk, &al->BT[0][0], 6, 1, for_node};
     emit_kernel(L, "pack_winograd", build_wino_in, &w, note);
     pack_remember(L, src, &g, b);
     return b;
 }
 
 /* dM for the gradients of a convolution with output gradient dy (cached within the entry). */
-static int wino_dy(Lower *L, int dy, const Attrs *a, int for_node, const char *note) {
+static int wino_dy(Lower *L, const WinoAlg *al, int dy, const Attrs *a, int for_node, const char *note) {
     const Shape *s = &ND(L, dy)->shape;
     int64_t Hq = s->d[0] + a->kh - 1, yt = a->kh - 1 - a->pad_t, T = (s->d[1] + 3) / 4;
-    PackGeo g = {(int)Hq, (int)T, a->kh, 3, 1, (int)yt, 0, (int)s->d[0], (int)s->d[1], PACK_WINO_DY};
+    PackGeo g = {(int)Hq, (int)T, a->kh, al->r, 1, (int)yt, 0, (int)s->d[0], (int)s->d[1], PACK_WINO_DY};
     int b = pack_cached(L, dy, &g);
     if (b >= 0) return b;
-    b = wino_bufs(L, "winograd output gradient", dy, 4 * Hq * T * s->d[2], true);
-    WinoInCtx w = {dy, b, Hq, yt, 0, s->d[0], s->d[1], T, 4, WINO_A, for_node};
+    b = wino_bufs(L, al->nk, "winograd output gradient", dy, 4 * Hq * T * s->d[2], true);
+    WinoInCtx w = {dy, b, Hq, yt, 0, s->d[0], s->d[1], T, al->nk, 4, &al->AT[0][0], 1, 6, for_node};
     emit_kernel(L, "pack_winograd", build_wino_in, &w, note);
     pack_remember(L, dy, &g, b);
     return b;
@@ -1020,6 +1043,7 @@ static int wino_dy(Lower *L, int dy, const Attrs *a, int for_node, const char *n
 
 /* U_k (flip: U_k with its rows flipped and laid out [a][o][c], for the input gradient). */
 typedef struct WinoWCtx {
+    const WinoAlg *al;
     int w, buf;
     int64_t kh, C, O;
     bool flip;
@@ -1029,9 +1053,10 @@ typedef struct WinoWCtx {
 static void build_wino_w(KB *kb, void *vctx) {
     WinoWCtx *c = vctx;
     Lower *L = kb->L;
+    const WinoAlg *al = c->al;
     kb_note(kb, c->note_node);
     int src = kb_arg(kb, c->w, false, "w"), o[6];
-    for (int k = 0; k < 6; k++) o[k] = kb_arg(kb, c->buf + k, true, "wt");
+    wino_args(kb, o, c->buf, al->nk, true, "wt");
     KirStmt *la = kir_loop(P, kb->fn, NULL, ic(L, 0), ic(L, c->kh), 0);
     KirStmt *lp = kir_loop(P, kb->fn, la, ic(L, 0), ic(L, c->flip ? c->O : c->C), 0);
     KirStmt *lq = kir_loop(P, kb->fn, lp, ic(L, 0), ic(L, c->flip ? c->C : c->O), 0);
@@ -1039,17 +1064,18 @@ static void build_wino_w(KB *kb, void *vctx) {
     KirExpr *ch = c->flip ? q : p, *oc = c->flip ? p : q;
     KirExpr *sa = c->flip ? kir_op2(P, KX_SUB, ic(L, c->kh - 1), a) : a;
     KirExpr *g[3];
-    for (int d = 0; d < 3; d++) {
-        KirExpr *si = iadd(L, imulc(L, iadd(L, imulc(L, iaddc(L, imulc(L, sa, 3), d), c->C), ch), c->O), oc);
+    for (int d = 0; d < al->r; d++) {
+        KirExpr *si = iadd(L, imulc(L, iadd(L, imulc(L, iaddc(L, imulc(L, sa, al->r), d), c->C), ch), c->O), oc);
         g[d] = kb_let(kb, lq, kir_load(P, kb->fn, src, si));
     }
     KirExpr *di = c->flip ? iadd(L, imulc(L, iadd(L, imulc(L, a, c->O), oc), c->C), ch)
                           : iadd(L, imulc(L, iadd(L, imulc(L, a, c->C), ch), c->O), oc);
-    for (int k = 0; k < 6; k++) kir_store(P, kb->fn, lq, o[k], di, wino_sum(L, WINO_G[k], 1, g, 3));
+    for (int k = 0; k < al->nk; k++) kir_store(P, kb->fn, lq, o[k], di, wino_sum(L, al->G[k], 1, g, al->r));
 }
 
 /* y[(r*Wo + 4t + m)*O + o] (= or +=) sum_k AT[m][k] M_k[(r*T + t)*O + o], r over [0, n*Ho). */
 typedef struct WinoOutCtx {
+    const WinoAlg *al;
     int buf, out;
     int64_t Ho, Wo, T, O;
     float beta;
@@ -1059,27 +1085,27 @@ typedef struct WinoOutCtx {
 static void build_wino_out(KB *kb, void *vctx) {
     WinoOutCtx *c = vctx;
     Lower *L = kb->L;
+    int nk = c->al->nk;
     kb_note(kb, c->note_node);
     int m[6], y = kb_arg(kb, c->out, true, "y");
-    for (int k = 0; k < 6; k++) m[k] = kb_arg(kb, c->buf + k, false, "prod");
+    wino_args(kb, m, c->buf, nk, false, "prod");
     KirStmt *lr = kir_loop(P, kb->fn, NULL, ic(L, 0), imulc(L, kir_batch(P), c->Ho), KIR_LOOP_PARALLEL);
     KirExpr *r = kir_var(P, kir_loop_var(lr));
-    /* the full tiles, then the last one's Wo % 4 columns */
+    /* the whole tiles, then the last one's Wo % 4 columns */
     for (int part = 0; part < 2; part++) {
-        int64_t nt = part ? (c->Wo % 4 ? 1 : 0) : c->Wo / 4, cols = part ? c->Wo % 4 : 4;
-        if (!nt) continue;
-        KirStmt *lt = kir_loop(P, kb->fn, lr, ic(L, part ? c->Wo / 4 : 0), ic(L, part ? c->Wo / 4 + 1 : nt), 0);
+        int64_t t0 = part ? c->Wo / 4 : 0, t1 = part ? (c->Wo % 4 ? t0 + 1 : t0) : c->Wo / 4;
+        int cols = part ? (int)(c->Wo % 4) : 4;
+        if (t0 >= t1) continue;
+        KirStmt *lt = kir_loop(P, kb->fn, lr, ic(L, t0), ic(L, t1), 0);
         KirExpr *t = kir_var(P, kir_loop_var(lt));
         KirStmt *lo = kir_loop(P, kb->fn, lt, ic(L, 0), ic(L, c->O), 0);
         KirExpr *o = kir_var(P, kir_loop_var(lo));
         KirExpr *x[6];
-        for (int k = 0; k < 6; k++)
+        for (int k = 0; k < nk; k++)
             x[k] = kb_let(kb, lo, kir_load(P, kb->fn, m[k], iadd(L, imulc(L, iadd(L, imulc(L, r, c->T), t), c->O), o)));
         for (int j = 0; j < cols; j++) {
-            static const double AT[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0},
-                                            {0, 1, -1, 8, -8, 1}};
             KirExpr *yi = iadd(L, imulc(L, iadd(L, imulc(L, r, c->Wo), iaddc(L, imulc(L, t, 4), j)), c->O), o);
-            KirExpr *v = wino_sum(L, AT[j], 1, x, 6);
+            KirExpr *v = wino_sum(L, c->al->AT[j], 1, x, nk);
             if (c->beta != 0) kir_accum(P, kb->fn, lo, y, yi, v);
             else kir_store(P, kb->fn, lo, y, yi, v);
         }
@@ -1088,6 +1114,7 @@ static void build_wino_out(KB *kb, void *vctx) {
 
 /* dx[(r*W + q)*C + c] = sum over 4t + j = q + left of sum_k BT[k][j] dV_k[(r*T + t)*C + c], r over [0, n*H). */
 typedef struct WinoDxCtx {
+    const WinoAlg *al;
     int buf, out;
     int64_t H, W, T, C, left;
     int note_node;
@@ -1096,22 +1123,23 @@ typedef struct WinoDxCtx {
 static void build_wino_dx(KB *kb, void *vctx) {
     WinoDxCtx *c = vctx;
     Lower *L = kb->L;
+    int nk = c->al->nk;
     kb_note(kb, c->note_node);
     int v[6], y = kb_arg(kb, c->out, true, "dx");
-    for (int k = 0; k < 6; k++) v[k] = kb_arg(kb, c->buf + k, false, "grad");
+    wino_args(kb, v, c->buf, nk, false, "grad");
     KirStmt *lr = kir_loop(P, kb->fn, NULL, ic(L, 0), imulc(L, kir_batch(P), c->H), KIR_LOOP_PARALLEL);
     KirExpr *r = kir_var(P, kir_loop_var(lr));
     for (int m = 0; m < 4; m++) {
-        /* columns q = 4t + m - left in [0, W); tile t gives tap j = m (t < T), tile t - 1 tap m + 4 (m < 2, t >= 1) */
-        int64_t tlo = c->left - m > 0 ? 1 : 0, thi = (c->W - 1 + c->left - m) / 4 + 1;   /* left <= 2, W >= 4 */
+        /* the columns q = 4t + m - left in [0, W) (left < r <= 3, W >= 4); tile t
+         * gives them its point j = m (t < T), tile t - 1 its point m + 4 (m + 4 < nk) */
+        int64_t tlo = c->left - m > 0 ? 1 : 0, thi = (c->W - 1 + c->left - m) / 4 + 1;
         int64_t cut[4] = {tlo, 1, c->T, thi};
         for (int piece = 0; piece < 3; piece++) {
-            int64_t p0 = piece == 0 ? tlo : cut[piece], p1 = piece == 2 ? thi : cut[piece + 1];
-            if (p0 < tlo) p0 = tlo;
-            if (p1 > thi) p1 = thi;
+            int64_t p0 = cut[piece] > tlo ? cut[piece] : tlo, p1 = cut[piece + 1] < thi ? cut[piece + 1] : thi;
+            if (piece == 2) p1 = thi;
             if (p0 >= p1) continue;
-            bool hasA = p0 < c->T, hasB = m < 2 && p0 >= 1 && p0 <= c->T;
-            if (!hasA && !hasB) continue;
+            bool hasA = p0 < c->T, hasB = m + 4 < nk && p0 >= 1 && p0 <= c->T;
+            PXC_ASSERT(hasA || hasB);   /* every column has a tile */
             KirStmt *lt = kir_loop(P, kb->fn, lr, ic(L, p0), ic(L, p1), 0);
             KirExpr *t = kir_var(P, kir_loop_var(lt));
             KirStmt *lc = kir_loop(P, kb->fn, lt, ic(L, 0), ic(L, c->C), 0);
@@ -1120,8 +1148,8 @@ static void build_wino_dx(KB *kb, void *vctx) {
                 if (src ? !hasB : !hasA) continue;
                 KirExpr *tt = src ? iaddc(L, t, -1) : t, *x[6];
                 KirExpr *idx = iadd(L, imulc(L, iadd(L, imulc(L, r, c->T), tt), c->C), ch);
-                for (int k = 0; k < 6; k++) x[k] = kir_load(P, kb->fn, v[k], idx);
-                KirExpr *e = wino_sum(L, &WINO_BT[0][m + 4 * src], 6, x, 6);
+                for (int k = 0; k < nk; k++) x[k] = kir_load(P, kb->fn, v[k], idx);
+                KirExpr *e = wino_sum(L, &c->al->BT[0][m + 4 * src], 6, x, nk);
                 sum = sum ? fadd(L, sum, e) : e;
             }
             KirExpr *q = iaddc(L, imulc(L, t, 4), m - c->left);
@@ -1130,8 +1158,9 @@ static void build_wino_dx(KB *kb, void *vctx) {
     }
 }
 
-/* dw[((a*3 + d)*C + c)*O + o] = sum_k G[k][d] dU_k[(a*C + c)*O + o] */
+/* dw[((a*r + d)*C + c)*O + o] = sum_k G[k][d] dU_k[(a*C + c)*O + o] */
 typedef struct WinoDwCtx {
+    const WinoAlg *al;
     int buf, out;
     int64_t kh, C, O;
     int note_node;
@@ -1140,47 +1169,48 @@ typedef struct WinoDwCtx {
 static void build_wino_dw(KB *kb, void *vctx) {
     WinoDwCtx *c = vctx;
     Lower *L = kb->L;
+    const WinoAlg *al = c->al;
     kb_note(kb, c->note_node);
     int u[6], y = kb_arg(kb, c->out, true, "dw");
-    for (int k = 0; k < 6; k++) u[k] = kb_arg(kb, c->buf + k, false, "wgrad");
+    wino_args(kb, u, c->buf, al->nk, false, "wgrad");
     KirStmt *la = kir_loop(P, kb->fn, NULL, ic(L, 0), ic(L, c->kh), 0);
     KirStmt *lc = kir_loop(P, kb->fn, la, ic(L, 0), ic(L, c->C), 0);
     KirStmt *lo = kir_loop(P, kb->fn, lc, ic(L, 0), ic(L, c->O), 0);
     KirExpr *a = kir_var(P, kir_loop_var(la)), *ch = kir_var(P, kir_loop_var(lc)), *o = kir_var(P, kir_loop_var(lo));
     KirExpr *x[6];
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < al->nk; k++)
         x[k] = kb_let(kb, lo, kir_load(P, kb->fn, u[k], iadd(L, imulc(L, iadd(L, imulc(L, a, c->C), ch), c->O), o)));
-    for (int d = 0; d < 3; d++) {
-        KirExpr *di = iadd(L, imulc(L, iadd(L, imulc(L, iaddc(L, imulc(L, a, 3), d), c->C), ch), c->O), o);
-        kir_store(P, kb->fn, lo, y, di, wino_sum(L, &WINO_G[0][d], 3, x, 6));
+    for (int d = 0; d < al->r; d++) {
+        KirExpr *di = iadd(L, imulc(L, iadd(L, imulc(L, iaddc(L, imulc(L, a, al->r), d), c->C), ch), c->O), o);
+        kir_store(P, kb->fn, lo, y, di, wino_sum(L, &al->G[0][d], 3, x, al->nk));
     }
 }
 
-/* The six convolutions of a Winograd pair (x_k, w_k) -> y_k: kh x 1 taps over T columns. */
-static void wino_convs(Lower *L, int form, int x, int w, int y, const Attrs *a, int64_t Hs, int64_t Ho, int64_t T,
-                       int64_t cin, int64_t cout, int64_t yt, int64_t yb, int note_node, const char *note) {
+/* The nk convolutions of a Winograd pair (x_k, w_k) -> y_k: kh x 1 taps over T columns. */
+static void wino_convs(Lower *L, int nk, int form, int x, int w, int y, const Attrs *a, int64_t Hs, int64_t Ho,
+                       int64_t T, int64_t cin, int64_t cout, int64_t yt, int64_t yb, int note_node, const char *note) {
     Attrs a1 = *a;
     a1.kw = 1, a1.pad_l = 0, a1.pad_r = 0;
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < nk; k++) {
         ConvCtx cc = conv_ctx(form, x + k, w + k, y + k, &a1, Hs, T, Ho, T, cin, cout, 0, note_node);
         cc.yt = yt, cc.yb = yb;
         emit_kernel(L, "conv", build_conv, &cc, note);
     }
 }
 
-/* out (beta 0 or 1) = the convolution of conv2d node i's input x by the weight in buffer wb. */
-static void wino_forward(Lower *L, int i, int wb, int out, float beta, const char *note) {
+/* out (beta 0 or 1) = the convolution of conv2d node i's input by the weight in buffer wb. */
+static void wino_forward(Lower *L, const WinoAlg *al, int i, int wb, int out, float beta, const char *note) {
     const Node *nd = ND(L, i);
     const Attrs *a = &nd->a;
     int x = nd->in[0];
     int64_t C = chans(L, x), Ho = nd->shape.d[0], Wo = nd->shape.d[1], O = nd->shape.d[2], T = (Wo + 3) / 4;
-    int V = wino_input(L, x, a, Ho, Wo, i, note);
-    int U = wino_bufs(L, "winograd weight", i, 4LL * a->kh * C * O, false);
-    WinoWCtx wc = {wb, U, a->kh, C, O, false, i};
+    int V = wino_input(L, al, x, a, Ho, Wo, i, note);
+    int U = wino_bufs(L, al->nk, "winograd weight", i, 4LL * a->kh * C * O, false);
+    WinoWCtx wc = {al, wb, U, a->kh, C, O, false, i};
     emit_kernel(L, "pack_weight", build_wino_w, &wc, note);
-    int M = wino_bufs(L, "winograd product", i, 4 * Ho * T * O, true);
-    wino_convs(L, KIR_CONV_FORWARD, V, U, M, a, Ho, Ho, T, C, O, 0, 0, i, note);
-    WinoOutCtx oc = {M, out, Ho, Wo, T, O, beta, i};
+    int M = wino_bufs(L, al->nk, "winograd product", i, 4 * Ho * T * O, true);
+    wino_convs(L, al->nk, KIR_CONV_FORWARD, V, U, M, a, Ho, Ho, T, C, O, 0, 0, i, note);
+    WinoOutCtx oc = {al, M, out, Ho, Wo, T, O, beta, i};
     emit_kernel(L, "pack_winograd_out", build_wino_out, &oc, note);
 }
 
@@ -1808,7 +1838,8 @@ static void emit_conv(Lower *L, int i, const char *note) {
     bool init = L->entry == KE_INIT && is_init_layer(L, i);
     int A;
     int64_t lda;
-    bool direct = direct_conv(L, a, O), wino = winograd(L, a, xs, &nd->shape);
+    bool direct = direct_conv(L, a, O);
+    const WinoAlg *wino = winograd(L, a, xs, &nd->shape);
     if (wino) {
         A = -1, lda = 0;
     } else if (direct) {
@@ -1833,7 +1864,7 @@ static void emit_conv(Lower *L, int i, const char *note) {
     if (other >= 0) {
         NodeVal *ov = &L->val[other];
         if (wino) {
-            wino_forward(L, i, wb, ov->buf, 1, note);
+            wino_forward(L, wino, i, wb, ov->buf, 1, note);
         } else if (direct) {
             ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, ov->buf, a, xs->d[0], xs->d[1], Ho, Wo, C, O, 1, i);
             emit_kernel(L, "conv", build_conv, &cc, note);
@@ -1857,7 +1888,7 @@ static void emit_conv(Lower *L, int i, const char *note) {
         beta = 1;
     }
     if (wino) {
-        wino_forward(L, i, wb, out, beta, note);
+        wino_forward(L, wino, i, wb, out, beta, note);
     } else if (direct) {
         ConvCtx cc = conv_ctx(KIR_CONV_FORWARD, A, wb, out, a, xs->d[0], xs->d[1], Ho, Wo, C, O, beta, i);
         emit_kernel(L, "conv", build_conv, &cc, note);
@@ -1908,20 +1939,21 @@ static void emit_conv_dx(Lower *L, int i, const char *note) {
     int64_t H = nd->shape.d[0], W = nd->shape.d[1], C = nd->shape.d[2], K2 = (int64_t)a->kh * a->kw * C;
     int wb = weight_buf(L, nd->in[1], i);
     if (wb < 0) return;
-    if (winograd(L, a, &nd->shape, ds)) {
+    const WinoAlg *al = winograd(L, a, &nd->shape, ds);
+    if (al) {
         /* dV_k = the forward convolution of dM_k (zero rows where dy's rows
          * end) with U_k's rows flipped; dx gathers dV's tiles */
         Attrs fa = *a;
         fa.pad_t = a->kh - 1 - a->pad_t, fa.pad_b = a->kh - 1 - a->pad_b;
         int64_t T = (Wo + 3) / 4;
-        int D = wino_dy(L, dy, a, i, note);
-        int U = wino_bufs(L, "winograd flipped weight", i, 4LL * a->kh * C * O, false);
-        WinoWCtx wc = {wb, U, a->kh, C, O, true, i};
+        int D = wino_dy(L, al, dy, a, i, note);
+        int U = wino_bufs(L, al->nk, "winograd flipped weight", i, 4LL * a->kh * C * O, false);
+        WinoWCtx wc = {al, wb, U, a->kh, C, O, true, i};
         emit_kernel(L, "pack_weight", build_wino_w, &wc, note);
-        int dV = wino_bufs(L, "winograd input gradient", i, 4 * H * T * C, true);
-        wino_convs(L, KIR_CONV_FORWARD, D, U, dV, &fa, Ho, H, T, O, C, 0, 0, i, note);
+        int dV = wino_bufs(L, al->nk, "winograd input gradient", i, 4 * H * T * C, true);
+        wino_convs(L, al->nk, KIR_CONV_FORWARD, D, U, dV, &fa, Ho, H, T, O, C, 0, 0, i, note);
         int out = value_buf(L, i, NULL);
-        WinoDxCtx xc = {dV, out, H, W, T, C, a->pad_l, i};
+        WinoDxCtx xc = {al, dV, out, H, W, T, C, a->pad_l, i};
         emit_kernel(L, "pack_winograd_dx", build_wino_dx, &xc, note);
         L->val[i].kind = NV_BUF;
         L->val[i].buf = out;
@@ -1969,15 +2001,17 @@ static void emit_conv_dw(Lower *L, int i, const char *note) {
     int x = nd->in[0], dy = nd->in[1];
     const Shape *xs = &ND(L, x)->shape, *ds = &ND(L, dy)->shape;
     int64_t C = xs->d[2], Ho = ds->d[0], Wo = ds->d[1], O = ds->d[2], K2 = (int64_t)a->kh * a->kw * C;
-    if (winograd(L, a, xs, ds)) {
+    const WinoAlg *al = winograd(L, a, xs, ds);
+    if (al) {
         /* dU_k = sum over pixels of V_k x dM_k (dM read in place, between its zero rows); dw = G' dU */
         int64_t T = (Wo + 3) / 4;
-        int V = wino_input(L, x, a, Ho, Wo, i, note);
-        int D = wino_dy(L, dy, a, i, note);
-        int dU = wino_bufs(L, "winograd weight gradient", i, 4LL * a->kh * C * O, false);
-        wino_convs(L, KIR_CONV_WGRAD, V, dU, D, a, xs->d[0], Ho, T, C, O, a->kh - 1 - a->pad_t, a->pad_t, i, note);
+        int V = wino_input(L, al, x, a, Ho, Wo, i, note);
+        int D = wino_dy(L, al, dy, a, i, note);
+        int dU = wino_bufs(L, al->nk, "winograd weight gradient", i, 4LL * a->kh * C * O, false);
+        wino_convs(L, al->nk, KIR_CONV_WGRAD, V, dU, D, a, xs->d[0], Ho, T, C, O, a->kh - 1 - a->pad_t, a->pad_t, i,
+                   note);
         int out = value_buf(L, i, NULL);
-        WinoDwCtx dc = {dU, out, a->kh, C, O, i};
+        WinoDwCtx dc = {al, dU, out, a->kh, C, O, i};
         emit_kernel(L, "pack_winograd_dw", build_wino_dw, &dc, note);
         L->val[i].kind = NV_BUF;
         L->val[i].buf = out;
