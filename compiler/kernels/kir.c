@@ -348,6 +348,16 @@ typedef struct PrintCtx {
     int nholes;
 } PrintCtx;
 
+/* A decimal integer (the printers' hot path: dedup prints every kernel). */
+static void put_i64(FILE *f, int64_t v) {
+    char buf[24], *q = buf + sizeof buf;
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    *--q = 0;
+    do *--q = (char)('0' + u % 10); while (u /= 10);
+    if (v < 0) *--q = '-';
+    fputs(q, f);
+}
+
 static void pexpr(PrintCtx *c, const KirExpr *e, FILE *f) {
     static const char *bin[KX_COUNT] = {
         [KX_ADD] = "+", [KX_SUB] = "-", [KX_MUL] = "*", [KX_DIV] = "/", [KX_MOD] = "%",
@@ -363,16 +373,16 @@ static void pexpr(PrintCtx *c, const KirExpr *e, FILE *f) {
             fputc('#', f);
             c->nholes++;
         } else if (e->t == KT_I64) {
-            fprintf(f, "%lld", (long long)e->i);
+            put_i64(f, e->i);
         } else {
             print_float(f, e->f, e->t);
         }
         return;
-    case KX_ARG: fprintf(f, "a%lld", (long long)e->i); return;
+    case KX_ARG: fputc('a', f), put_i64(f, e->i); return;
     case KX_BATCH: fputs("n", f); return;
-    case KX_VAR: fprintf(f, "v%lld", (long long)e->i); return;
+    case KX_VAR: fputc('v', f), put_i64(f, e->i); return;
     case KX_LOCAL:
-        fprintf(f, "l%lld", (long long)e->i);
+        fputc('l', f), put_i64(f, e->i);
         if (e->x[0]) { fputc('[', f); pexpr(c, e->x[0], f); fputc(']', f); }
         return;
     case KX_LOAD:
@@ -399,19 +409,19 @@ static void pexpr(PrintCtx *c, const KirExpr *e, FILE *f) {
         !(c->hole && c->hole(c->hole_ctx, e->x[1]))) {
         fputc('(', f);
         pexpr(c, e->x[0], f);
-        fprintf(f, " - %lld)", -(long long)e->x[1]->i);
+        fputs(" - ", f), put_i64(f, -e->x[1]->i), fputc(')', f);
         return;
     }
     if (bin[e->k]) {
         fputc('(', f);
         pexpr(c, e->x[0], f);
-        fprintf(f, " %s ", bin[e->k]);
+        fputc(' ', f), fputs(bin[e->k], f), fputc(' ', f);
         pexpr(c, e->x[1], f);
         fputc(')', f);
         return;
     }
     if (!fun[e->k]) pxc_bug("kir print: expression kind %d", (int)e->k);
-    fprintf(f, "%s(", fun[e->k]);
+    fputs(fun[e->k], f), fputc('(', f);
     for (int i = 0; i < 3 && e->x[i]; i++) {
         if (i) fputs(", ", f);
         pexpr(c, e->x[i], f);
@@ -433,7 +443,7 @@ static void pstmt(PrintCtx *c, const KirStmt *s, FILE *f, int d) {
     indent(f, d);
     switch (s->k) {
     case KS_LOOP:
-        fprintf(f, "for v%d in [", s->var);
+        fputs("for v", f), put_i64(f, s->var), fputs(" in [", f);
         pexpr(c, s->lo, f);
         fputs(", ", f);
         pexpr(c, s->hi, f);
@@ -447,14 +457,14 @@ static void pstmt(PrintCtx *c, const KirStmt *s, FILE *f, int d) {
         return;
     case KS_STORE:
     case KS_ACCUM:
-        fprintf(f, "%s[", fn->params[s->target].name);
+        fputs(fn->params[s->target].name, f), fputc('[', f);
         pexpr(c, s->index, f);
-        fprintf(f, "] %s ", s->k == KS_STORE ? "=" : "+=");
+        fputs(s->k == KS_STORE ? "] = " : "] += ", f);
         pexpr(c, s->value, f);
         fputs(";\n", f);
         return;
     case KS_SET:
-        fprintf(f, "l%d", s->target);
+        fputc('l', f), put_i64(f, s->target);
         if (s->index) { fputc('[', f); pexpr(c, s->index, f); fputc(']', f); }
         fputs(" = ", f);
         pexpr(c, s->value, f);
@@ -499,7 +509,8 @@ static void pstmt(PrintCtx *c, const KirStmt *s, FILE *f, int d) {
 static int print_body_c(PrintCtx *c, const KirFunc *fn, FILE *f) {
     fputs("(n, seed", f);
     for (int i = 0; i < fn->nparams; i++)
-        fprintf(f, ", %s%s %s", fn->params[i].out ? "out " : "", type_name(fn->params[i].elem), fn->params[i].name);
+        fputs(fn->params[i].out ? ", out " : ", ", f), fputs(type_name(fn->params[i].elem), f), fputc(' ', f),
+            fputs(fn->params[i].name, f);
     for (int i = 0; i < fn->nints; i++) fprintf(f, ", i64 a%d", i);
     fputs(") {\n", f);
     for (int i = 0; i < fn->nlocals; i++) {

@@ -36,37 +36,35 @@ static int by_size_desc(const void *a, const void *b) {
     return x->buf - y->buf;
 }
 
+static int by_off(const void *a, const void *b) {
+    const Item *x = *(const Item *const *)a, *y = *(const Item *const *)b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
 /* Greedy placement; returns the peak. */
 static int64_t place(Item *it, int n, bool reuse) {
     qsort(it, (size_t)n, sizeof *it, by_size_desc);
     int64_t peak = 0;
-    Item **placed = xmalloc((size_t)(n ? n : 1) * sizeof *placed);
-    int np = 0;
+    Item **live = xmalloc((size_t)(n ? n : 1) * sizeof *live);
     for (int i = 0; i < n; i++) {
         int64_t off = 0;
         if (!reuse) {
             off = peak;
         } else {
-            /* candidate offsets: 0 and the end of every conflicting placed buffer */
-            bool moved = true;
-            while (moved) {
-                moved = false;
-                for (int k = 0; k < np; k++) {
-                    Item *q = placed[k];
-                    bool live = !(q->last < it[i].first || it[i].last < q->first);
-                    if (!live) continue;
-                    if (off < q->off + q->size && q->off < off + it[i].size) {
-                        off = q->off + q->size;
-                        moved = true;
-                    }
-                }
-            }
+            /* the lowest offset clear of every placed buffer live at the same
+             * time: sweep those in order of offset, stepping past each one
+             * the candidate range overlaps */
+            int nl = 0;
+            for (int k = 0; k < i; k++)
+                if (!(it[k].last < it[i].first || it[i].last < it[k].first)) live[nl++] = &it[k];
+            qsort(live, (size_t)nl, sizeof *live, by_off);
+            for (int k = 0; k < nl && live[k]->off < off + it[i].size; k++)
+                if (live[k]->off + live[k]->size > off) off = live[k]->off + live[k]->size;
         }
         it[i].off = off;
-        placed[np++] = &it[i];
         if (off + it[i].size > peak) peak = off + it[i].size;
     }
-    free(placed);
+    free(live);
     return peak;
 }
 
