@@ -430,7 +430,9 @@ int cmd_bench(int argc, char **argv) {
             printf("  step          %9.2f ms   (forward %.2f, backward %.2f, optimiser %.2f)\n", 1e3 * step, 1e3 * fwd,
                    1e3 * bwd, 1e3 * opt);
             printf("  images/s      %9.2f\n", ips);
-            printf("  training      %9.2f GFLOP/s  (3 x %.3f GFLOP forward per image)\n", train_gflops, flops_fwd / 1e9);
+            printf("  training      %9.2f GFLOP/s  (3 x %.3f GFLOP forward per image, counted as the direct form does;\n"
+                   "                                the Winograd convolutions execute fewer)\n",
+                   train_gflops, flops_fwd / 1e9);
             printf("  sgemm peak    %9.2f GFLOP/s  on the model's GEMM shapes, 2 threads -> %.0f%% of it\n", peak,
                    peak > 0 ? 100 * train_gflops / peak : 0);
             printf("  arena         %9.1f MiB for batch %ld\n", (double)arena_bytes / 1048576.0, batch);
